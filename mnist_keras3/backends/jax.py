@@ -1,0 +1,19 @@
+"""jax backend: device query and numerics."""
+
+import jax
+
+
+def framework_version():
+    return jax.__version__
+
+
+def device_name():
+    dev = jax.devices()[0]
+    if dev.platform == "cpu":
+        return "CPU"
+    return getattr(dev, "device_kind", dev.platform)
+
+
+def configure_numerics():
+    # XLA on GPU may use TF32/bf16 passes for float32 matmuls and convolutions by default.
+    jax.config.update("jax_default_matmul_precision", "highest")

@@ -1,0 +1,19 @@
+"""tensorflow backend: device query and numerics."""
+
+import tensorflow as tf
+
+
+def framework_version():
+    return tf.__version__
+
+
+def device_name():
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        return "CPU"
+    details = tf.config.experimental.get_device_details(gpus[0])
+    return details.get("device_name", gpus[0].name)
+
+
+def configure_numerics():
+    tf.config.experimental.enable_tensor_float_32_execution(False)

@@ -1,0 +1,77 @@
+"""Keras callbacks the trainer adds to fit(): epoch timing and an atomic per-epoch checkpoint."""
+
+import csv
+import io
+import math
+import time
+
+import keras
+
+from . import runs
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Seconds of training per epoch, validation excluded (validation starts on_test_begin)."""
+
+    def __init__(self):
+        super().__init__()
+        self.train_seconds = []
+        self._t0 = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._t0 = time.perf_counter()
+        self._stopped = None
+
+    def on_test_begin(self, logs=None):
+        if self._t0 is not None and self._stopped is None:  # validation inside fit
+            self._stopped = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        end = self._stopped or time.perf_counter()
+        self.train_seconds.append(end - self._t0)
+        self._t0 = None
+
+
+class Checkpoint(keras.callbacks.Callback):
+    """After each complete epoch with a finite loss: checkpoint.keras (model + optimizer state),
+    then checkpoint.json (the epoch and the history so far) and history.csv, each written
+    atomically; checkpoint.json last, so it never names an epoch whose model is not on disk."""
+
+    def __init__(self, run_dir, history_so_far=None):
+        super().__init__()
+        self.run_dir = run_dir
+        self.history = {k: list(v) for k, v in (history_so_far or {}).items()}
+        self.last_good_epoch = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if not all(math.isfinite(float(v)) for v in logs.values()):
+            return  # never checkpoint a diverged model
+        for k, v in logs.items():
+            self.history.setdefault(k, []).append(float(v))
+        runs.save_model(self.model, self.run_dir / "checkpoint.keras")
+        runs.write_json(self.run_dir / "checkpoint.json", {"epoch": epoch + 1, "history": self.history})
+        runs.write_text(self.run_dir / "history.csv", history_csv(self.history))
+        self.last_good_epoch = epoch + 1
+
+
+def history_csv(history):
+    keys = list(history)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["epoch", *keys])
+    for i in range(len(history[keys[0]]) if keys else 0):
+        writer.writerow([i + 1, *(f"{history[k][i]:.6g}" for k in keys)])
+    return out.getvalue()
+
+
+class Reseed(keras.callbacks.Callback):
+    """Seed every RNG from (seed, epoch) at each epoch's start, so the shuffle order of an epoch
+    does not depend on how the run got there: a resumed run replays the uninterrupted one."""
+
+    def __init__(self, seed):
+        super().__init__()
+        self.seed = seed
+
+    def on_epoch_begin(self, epoch, logs=None):
+        keras.utils.set_random_seed(self.seed + 1000 * (epoch + 1))

@@ -1,0 +1,127 @@
+"""One typed settings object for training: TOML file in, command-line flags over it.
+
+Every key of the TOML file is a field of `TrainConfig`; an unknown key, a wrong type or a bad
+value is a one-line UsageError that names the key and the value.
+"""
+
+import dataclasses
+import math
+import sys
+import typing
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+import tomli_w
+
+from .errors import UsageError
+
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "nadam")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    backend: typing.Optional[str] = None  # None: KERAS_BACKEND, then the first installed
+    model: str = "tutorial"
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-3
+    optimizer: str = "adam"
+    # 0: no hold-out; the per-epoch validation figures are then measured on the test set, as the
+    # tutorial did. >0: that fraction of the training set (its end) is held out instead.
+    validation_split: float = 0.0
+    seed: int = 42
+    output_dir: str = "runs"
+    data_dir: typing.Optional[str] = None
+    max_steps_per_epoch: int = 0  # 0: no cap
+    eval_batch_size: int = 1000
+
+    def validate(self):
+        """Check every value; raise UsageError naming the first bad key."""
+        for f in dataclasses.fields(self):
+            _check_type(f.name, getattr(self, f.name), f.type)
+        checks = {
+            "epochs": self.epochs >= 1,
+            "batch_size": self.batch_size >= 1,
+            "eval_batch_size": self.eval_batch_size >= 1,
+            "lr": math.isfinite(self.lr) and self.lr > 0,
+            "validation_split": 0.0 <= self.validation_split < 1.0,
+            "max_steps_per_epoch": self.max_steps_per_epoch >= 0,
+            "seed": self.seed >= 0,
+            "model": bool(self.model),
+            "output_dir": bool(self.output_dir),
+        }
+        for key, ok in checks.items():
+            if not ok:
+                raise UsageError(f"Invalid value for {key}: {getattr(self, key)!r} ({_RULES[key]})")
+        if self.optimizer not in OPTIMIZERS:
+            raise UsageError(
+                f"Expected optimizer among {', '.join(OPTIMIZERS)}. Received: optimizer={self.optimizer!r}"
+            )
+        return self
+
+    def to_toml(self):
+        # TOML has no null: unset optional keys are left out, and read back as None.
+        return tomli_w.dumps({k: v for k, v in dataclasses.asdict(self).items() if v is not None})
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+
+_RULES = {
+    "epochs": "expected an integer >= 1",
+    "batch_size": "expected an integer >= 1",
+    "eval_batch_size": "expected an integer >= 1",
+    "lr": "expected a finite number > 0",
+    "validation_split": "expected a number in [0, 1)",
+    "max_steps_per_epoch": "expected an integer >= 0; 0 means no cap",
+    "seed": "expected an integer >= 0",
+    "model": "expected a model name",
+    "output_dir": "expected a folder path",
+}
+
+
+def _check_type(key, value, annotation):
+    allowed = typing.get_args(annotation) or (annotation,)
+    if value is None and type(None) in allowed:
+        return
+    if float in allowed and isinstance(value, int) and not isinstance(value, bool):
+        return  # TOML `lr = 1` is a fine float
+    if not any(isinstance(value, t) and not (t is int and isinstance(value, bool))
+               for t in allowed if t is not type(None)):
+        names = "/".join(t.__name__ for t in allowed if t is not type(None))
+        raise UsageError(
+            f"Expected {key} to be of type {names}. Received: {key}={value!r} ({type(value).__name__})"
+        )
+
+
+def field_names():
+    return [f.name for f in dataclasses.fields(TrainConfig)]
+
+
+def load_toml(path):
+    """Read a TOML config file into a dict of known keys (not yet validated)."""
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise UsageError(f"Config file not found: {path}. Pass an existing TOML file to --config.")
+    except tomllib.TOMLDecodeError as e:
+        raise UsageError(f"Config file {path} is not valid TOML: {e}")
+    unknown = sorted(set(data) - set(field_names()))
+    if unknown:
+        raise UsageError(
+            f"Unknown key {unknown[0]!r} in config file {path}. Valid keys: {', '.join(field_names())}"
+        )
+    return data
+
+
+def build_config(config_path=None, overrides=None):
+    """TrainConfig from defaults < config file < overrides (flags that were given), validated."""
+    values = load_toml(config_path) if config_path else {}
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    for key, value in values.items():
+        _check_type(key, value, TrainConfig.__dataclass_fields__[key].type)
+    return TrainConfig(**values).validate()

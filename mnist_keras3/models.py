@@ -1,0 +1,61 @@
+"""Every model, written once in Keras 3: the same code builds it under torch, jax and tensorflow.
+
+`build_model(name)` looks a builder up in the registry; a new model is one decorated function.
+Import this module only after the backend is chosen (it imports keras).
+"""
+
+import math
+
+import keras
+from keras import layers
+
+from .errors import UsageError
+
+REGISTRY = {}
+
+
+def register(name):
+    def add(builder):
+        REGISTRY[name] = builder
+        return builder
+    return add
+
+
+def build_model(name, input_shape=(28, 28, 1), num_classes=10):
+    if name not in REGISTRY:
+        raise UsageError(f"Expected a model among {', '.join(sorted(REGISTRY))}. Received: model={name!r}")
+    return REGISTRY[name](input_shape, num_classes)
+
+
+@register("tutorial")
+def tutorial(input_shape, num_classes):
+    """The tutorial's TensorFlow CNN: 1,198 parameters on MNIST."""
+    inputs = keras.Input(shape=input_shape, name="image")          # (N, 28, 28, 1)
+    x = layers.Conv2D(4, 3, activation="relu", name="conv1")(inputs)  # (N, 26, 26, 4)
+    x = layers.MaxPooling2D(2, name="pool1")(x)                      # (N, 13, 13, 4)
+    x = layers.Conv2D(4, 3, activation="relu", name="conv2")(x)      # (N, 11, 11, 4)
+    x = layers.MaxPooling2D(2, name="pool2")(x)                      # (N, 5, 5, 4)
+    x = layers.Flatten(name="flatten")(x)                            # (N, 100)
+    outputs = layers.Dense(num_classes, activation="softmax", name="probs")(x)  # (N, 10)
+    return keras.Model(inputs, outputs, name="tutorial")
+
+
+@register("tutorial-bn")
+def tutorial_bn(input_shape, num_classes):
+    """The tutorial's PyTorch CNN: [conv4-BN-ReLU-pool] x 2, linear 196 -> 10; 2,190 parameters."""
+    inputs = keras.Input(shape=input_shape, name="image")  # (N, 28, 28, 1)
+    x = inputs
+    for i in (1, 2):
+        x = layers.Conv2D(4, 3, padding="same", name=f"conv{i}")(x)
+        x = layers.BatchNormalization(name=f"bn{i}")(x)
+        x = layers.ReLU(name=f"relu{i}")(x)
+        x = layers.MaxPooling2D(2, name=f"pool{i}")(x)  # (N, 14, 14, 4), then (N, 7, 7, 4)
+    x = layers.Flatten(name="flatten")(x)  # (N, 196)
+    outputs = layers.Dense(num_classes, activation="softmax", name="probs")(x)  # (N, 10)
+    return keras.Model(inputs, outputs, name="tutorial_bn")
+
+
+def parameter_counts(model):
+    trainable = sum(math.prod(w.shape) for w in model.trainable_weights)
+    total = model.count_params()
+    return {"total": int(total), "trainable": int(trainable), "non_trainable": int(total - trainable)}

@@ -1,0 +1,88 @@
+"""The run folder: where a training run leaves everything, written so nothing is half-written.
+
+runs/<YYYYmmdd-HHMMSS>-<backend>-<model>/
+    config.toml      the resolved config (what --resume reads back)
+    metrics.json     versions, device, parameter counts, per-epoch figures, test figures, speed
+    history.csv      one row per epoch (Keras's CSVLogger)
+    checkpoint.keras the last complete epoch (model + optimizer state), with checkpoint.json
+    model.keras      the final model
+
+Every file is written to a temporary name in the same folder, then renamed over the target:
+a crash or a full disk leaves the old file or none, never a torn one.
+"""
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from .errors import UsageError
+
+
+def _atomic(path, write):
+    """Call write(tmp_path) for a temp file beside `path`, then rename it over `path`."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
+    os.close(fd)
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; finished files get the usual mode
+        write(tmp)
+        with open(tmp, "rb+") as fh:  # flush to disk before the rename makes it visible
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_text(path, text):
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    return _atomic(path, write)
+
+
+def write_json(path, obj):
+    return write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path):
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def save_model(model, path):
+    """model.save() to a temp .keras file, then rename: never a half-written model file."""
+    # Keras insists on the .keras suffix, which _atomic's temp name keeps.
+    return _atomic(path, lambda tmp: model.save(tmp, overwrite=True))
+
+
+def new_run_dir(output_dir, backend, model_name, now=None):
+    """Create a fresh, uniquely named run folder; two runs started together get two folders."""
+    output = Path(output_dir)
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"Cannot create the output folder {output}: {e.strerror}. Pass a writable --output-dir.")
+    if not os.access(output, os.W_OK | os.X_OK):
+        raise UsageError(f"The output folder {output} is not writable. Pass a writable --output-dir.")
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
+    base = f"{stamp}-{backend}-{model_name}"
+    for i in range(1000):
+        run_dir = output / (base if i == 0 else f"{base}-{i + 1}")
+        try:
+            run_dir.mkdir()  # atomic: exactly one process wins a name
+            return run_dir
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise UsageError(f"Cannot create a run folder in {output}: {e.strerror}. Pass a writable --output-dir.")
+    raise UsageError(f"Too many runs named {base}* in {output}.")

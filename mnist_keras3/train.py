@@ -1,0 +1,197 @@
+"""Train a model on MNIST under any Keras backend.
+
+    python -m mnist_keras3.train                         # tutorial CNN, default backend, 10 epochs
+    python -m mnist_keras3.train --backend jax --epochs 3
+    python -m mnist_keras3.train --config configs/tutorial.toml --backend torch
+    python -m mnist_keras3.train --resume runs/<run>      # continue an interrupted run
+
+argparse -> config -> backend -> data -> model -> fit -> run folder (see runs.py).
+"""
+
+import argparse
+import math
+import platform
+import signal
+import sys
+import time
+from pathlib import Path
+
+from . import backend as backends
+from . import runs
+from .config import OPTIMIZERS, TrainConfig, build_config
+from .errors import Interrupted, TrainingError, UsageError, run_cli
+
+
+def parse_args(argv=None):
+    d = TrainConfig()
+    p = argparse.ArgumentParser(prog="python -m mnist_keras3.train", description=__doc__.split("\n")[0])
+    p.add_argument("--backend", help="torch, jax or tensorflow (default: config file, then KERAS_BACKEND, "
+                   "then the first installed of torch, jax, tensorflow)")
+    p.add_argument("--config", metavar="TOML", help="a TOML file of settings; flags override it")
+    p.add_argument("--model", help=f"model name from the registry (default: {d.model})")
+    p.add_argument("--epochs", type=int, help=f"epochs to train (default: {d.epochs})")
+    p.add_argument("--batch-size", type=int, help=f"training batch size (default: {d.batch_size})")
+    p.add_argument("--lr", type=float, help=f"learning rate (default: {d.lr})")
+    p.add_argument("--optimizer", help=f"one of {', '.join(OPTIMIZERS)} (default: {d.optimizer})")
+    p.add_argument("--validation-split", type=float, help="fraction of the training set held out for "
+                   f"validation; 0 validates on the test set, as the tutorial did (default: {d.validation_split})")
+    p.add_argument("--seed", type=int, help=f"random seed (default: {d.seed})")
+    p.add_argument("--output-dir", help=f"where run folders are made (default: {d.output_dir})")
+    p.add_argument("--data-dir", help="folder with the MNIST IDX files or mnist.npz (default: "
+                   "MNIST_KERAS3_DATA, the cache, then download)")
+    p.add_argument("--max-steps-per-epoch", type=int, help=f"cap on steps per epoch, 0 for none (default: {d.max_steps_per_epoch})")
+    p.add_argument("--eval-batch-size", type=int, help=f"batch size for validation and test (default: {d.eval_batch_size})")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last complete epoch")
+    p.add_argument("--dry-run", action="store_true", help="1 epoch of 5 steps: a quick check that everything runs")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config as TOML and exit")
+    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    return p.parse_args(argv)
+
+
+def resolve_config(args):
+    """Flags > config file (or the resumed run's config.toml) > defaults; then the backend."""
+    config_path = args.config
+    if args.resume:
+        config_path = Path(args.resume) / "config.toml"
+        if not config_path.is_file():
+            raise UsageError(f"{args.resume} is not a run folder (no config.toml). Pass a folder made by train.")
+    overrides = {k: getattr(args, k) for k in (
+        "model", "epochs", "batch_size", "lr", "optimizer", "validation_split", "seed",
+        "output_dir", "data_dir", "max_steps_per_epoch", "eval_batch_size")}
+    cfg = build_config(config_path, overrides)
+    name, source = backends.resolve_backend(args.backend, cfg.backend)
+    cfg = cfg.replace(backend=name)
+    if args.dry_run:
+        cfg = cfg.replace(epochs=1, max_steps_per_epoch=min(cfg.max_steps_per_epoch or 5, 5))
+    return cfg, source
+
+
+def train(model, cfg, train_data, val_data, run_dir, initial_epoch=0, history=None):
+    """model.fit with the run's callbacks; returns (history dict, per-epoch training seconds)."""
+    import keras
+
+    from .callbacks import Checkpoint, EpochTimer, Reseed
+
+    timer, checkpoint = EpochTimer(), Checkpoint(run_dir, history)
+    steps = math.ceil(len(train_data[0]) / cfg.batch_size)
+    if cfg.max_steps_per_epoch:
+        steps = min(steps, cfg.max_steps_per_epoch)
+    model.fit(
+        *train_data,
+        batch_size=cfg.batch_size,
+        epochs=cfg.epochs,
+        initial_epoch=initial_epoch,
+        steps_per_epoch=steps,
+        validation_data=val_data,
+        validation_batch_size=cfg.eval_batch_size,
+        shuffle=True,
+        # Progress bar on a terminal, one line per epoch in logs and CI.
+        verbose=1 if sys.stdout.isatty() else 2,
+        callbacks=[Reseed(cfg.seed), timer, keras.callbacks.TerminateOnNaN(), checkpoint],
+    )
+    return checkpoint, timer.train_seconds, steps
+
+
+def test(model, x_test, y_test, cfg):
+    result = model.evaluate(x_test, y_test, batch_size=cfg.eval_batch_size, verbose=0, return_dict=True)
+    return {"loss": float(result["loss"]), "accuracy": float(result["accuracy"])}
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cfg, source = resolve_config(args)
+    if args.print_config:
+        print(cfg.to_toml(), end="")
+        return 0
+    keras = backends.activate(cfg.backend)
+    from . import data, models  # both need keras, so only now that the backend is set
+
+    info = backends.describe(cfg.backend)
+    print(f"backend {info['backend']} {info['backend_version']} ({source}) | keras {info['keras_version']} "
+          f"| device {info['device']}")
+
+    (x_train, y_train), (x_test, y_test) = data.load_mnist(cfg.data_dir)
+    x_train, y_train = data.preprocess(x_train, y_train)
+    x_test, y_test = data.preprocess(x_test, y_test)
+    train_data, val_data = data.split_validation(x_train, y_train, cfg.validation_split)
+    if val_data is None:
+        val_data = (x_test, y_test)
+
+    history, initial_epoch = {}, 0
+    if args.resume:
+        run_dir = Path(args.resume)
+        state_path = run_dir / "checkpoint.json"
+        if not state_path.is_file():
+            raise UsageError(f"{run_dir} has no checkpoint to resume from (no complete epoch was saved).")
+        state = runs.read_json(state_path)
+        initial_epoch, history = int(state["epoch"]), state["history"]
+        if initial_epoch >= cfg.epochs:
+            raise UsageError(f"{run_dir} already finished {initial_epoch} of {cfg.epochs} epochs; "
+                             "pass a larger --epochs to train on.")
+        model = keras.saving.load_model(run_dir / "checkpoint.keras")  # optimizer state included
+        print(f"resuming {run_dir} from epoch {initial_epoch}")
+    else:
+        keras.utils.set_random_seed(cfg.seed)
+        model = models.build_model(cfg.model)
+        optimizer = keras.optimizers.get({"class_name": cfg.optimizer, "config": {"learning_rate": cfg.lr}})
+        model.compile(optimizer=optimizer, loss="categorical_crossentropy", metrics=["accuracy"])
+        run_dir = runs.new_run_dir(cfg.output_dir, cfg.backend, cfg.model)
+    runs.write_text(run_dir / "config.toml", cfg.to_toml())
+    params = models.parameter_counts(model)
+    print(f"model {cfg.model}: {params['total']:,} parameters ({params['trainable']:,} trainable) | run {run_dir}")
+
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    started = time.time()
+    checkpoint = None
+    try:
+        checkpoint, seconds, steps = train(model, cfg, train_data, val_data, run_dir, initial_epoch, history)
+    except KeyboardInterrupt:
+        state = runs.read_json(run_dir / "checkpoint.json") if (run_dir / "checkpoint.json").is_file() else None
+        done = f"epoch {state['epoch']} is saved" if state else "no epoch was complete"
+        raise Interrupted(f"training interrupted; {done}. Resume with: python -m mnist_keras3.train "
+                          f"--resume {run_dir}")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+    history = checkpoint.history
+    epochs_done = len(history.get("loss", []))
+    if epochs_done < cfg.epochs:  # TerminateOnNaN stopped fit: the last epoch's loss diverged
+        runs.write_json(run_dir / "metrics.json", {"status": "diverged", "epochs_completed": epochs_done, **info})
+        raise TrainingError(
+            f"the loss became NaN/inf in epoch {epochs_done + 1}, so training stopped. The last good "
+            f"checkpoint is {run_dir / 'checkpoint.keras'} (epoch {epochs_done}). Try a lower --lr."
+        )
+
+    test_metrics = test(model, x_test, y_test, cfg)
+    runs.save_model(model, run_dir / "model.keras")
+    n_samples = steps * cfg.batch_size
+    train_seconds = sum(seconds)
+    metrics = {
+        "status": "complete",
+        **info,
+        "python": platform.python_version(),
+        "model": cfg.model,
+        "parameters": params,
+        "config": {k: v for k, v in vars(cfg).items()},
+        "validation_source": "test set" if not cfg.validation_split else f"last {cfg.validation_split:g} of training set",
+        "history": history,
+        "test": test_metrics,
+        "train_seconds_this_session": round(train_seconds, 3),
+        "epochs_this_session": len(seconds),
+        "train_samples_per_second": round(len(seconds) * min(n_samples, len(train_data[0])) / train_seconds, 1)
+        if train_seconds else None,
+        "wall_seconds_this_session": round(time.time() - started, 3),
+        "run_dir": str(run_dir),
+    }
+    runs.write_json(run_dir / "metrics.json", metrics)
+    print(f"test accuracy {test_metrics['accuracy']:.4f}, loss {test_metrics['loss']:.4f} | "
+          f"{train_seconds:.1f} s training, {metrics['train_samples_per_second']:,.0f} samples/s | {run_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
