@@ -6,13 +6,8 @@ value is a one-line UsageError that names the key and the value.
 
 import dataclasses
 import math
-import sys
+import tomllib
 import typing
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 import tomli_w
 

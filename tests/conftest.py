@@ -1,0 +1,89 @@
+"""Shared test set-up: one backend per session, real MNIST from shared/, never the network.
+
+The backend is chosen here the way an entry point chooses it (KERAS_BACKEND, else the first
+installed) before any test imports keras. Tests marked with another backend's name are skipped
+with the tox env that runs them; tox gives each backend its own env.
+"""
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+MNIST_DIR = Path(os.environ.get("MNIST_KERAS3_DATA") or REPO.parent / "shared" / "datasets" / "mnist")
+
+os.environ["MNIST_KERAS3_OFFLINE"] = "1"  # tests never touch the network
+os.environ.setdefault("MNIST_KERAS3_CACHE", tempfile.mkdtemp(prefix="mnist-keras3-cache-"))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from mnist_keras3 import backend as backends  # noqa: E402  (never imports keras)
+
+BACKEND, _ = backends.resolve_backend()
+os.environ["KERAS_BACKEND"] = BACKEND
+
+
+def pytest_report_header(config):
+    return f"keras backend: {BACKEND} (installed: {', '.join(backends.installed_backends())}); MNIST: {MNIST_DIR}"
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        for name in backends.BACKENDS:
+            if name in item.keywords and name != BACKEND:
+                item.add_marker(pytest.mark.skip(reason=f"needs the {name} backend: runs in `tox -e {name}`"))
+
+
+@pytest.fixture(scope="session")
+def mnist_dir():
+    if not (MNIST_DIR / "train-images-idx3-ubyte.gz").is_file():
+        if os.environ.get("CI"):
+            pytest.fail(f"real MNIST is missing at {MNIST_DIR}; CI must provide it (MNIST_KERAS3_DATA)")
+        pytest.skip(f"real MNIST not found at {MNIST_DIR}; set MNIST_KERAS3_DATA")
+    return MNIST_DIR
+
+
+@pytest.fixture(scope="session")
+def mnist(mnist_dir):
+    """The real MNIST arrays, verified: (x_train, y_train), (x_test, y_test), uint8."""
+    from mnist_keras3 import data
+
+    return data.read_folder(mnist_dir)
+
+
+@pytest.fixture(scope="session")
+def keras():
+    """keras under the session's backend (activated the way entry points do it)."""
+    return backends.activate(BACKEND)
+
+
+@pytest.fixture
+def small_batch(mnist):
+    """64 real test images, preprocessed, with one-hot labels."""
+    from mnist_keras3 import data
+
+    (_, _), (x_test, y_test) = mnist
+    return data.preprocess(x_test[:64], y_test[:64])
+
+
+def run_module(module, *args, env=None, timeout=600, cwd=None):
+    """Run `python -m mnist_keras3.<module> args...` in a subprocess, as a user would."""
+    full_env = {**os.environ, "KERAS_BACKEND": BACKEND, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", f"mnist_keras3.{module}", *map(str, args)],
+        capture_output=True, text=True, timeout=timeout, env=full_env, cwd=cwd,
+    )
+
+
+@pytest.fixture
+def cli():
+    return run_module
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
