@@ -3,6 +3,7 @@
 import csv
 import io
 import math
+import signal
 import time
 
 import keras
@@ -37,9 +38,10 @@ class Checkpoint(keras.callbacks.Callback):
     then checkpoint.json (the epoch and the history so far) and history.csv, each written
     atomically; checkpoint.json last, so it never names an epoch whose model is not on disk."""
 
-    def __init__(self, run_dir, history_so_far=None):
+    def __init__(self, run_dir, history_so_far=None, stopper=None):
         super().__init__()
         self.run_dir = run_dir
+        self.stopper = stopper
         self.history = {k: list(v) for k, v in (history_so_far or {}).items()}
         self.last_good_epoch = None
 
@@ -47,6 +49,8 @@ class Checkpoint(keras.callbacks.Callback):
         logs = logs or {}
         if not all(math.isfinite(float(v)) for v in logs.values()):
             return  # never checkpoint a diverged model
+        if self.stopper is not None and self.stopper.signal_name:
+            return  # the epoch was cut short: its figures and weights are not a complete epoch
         for k, v in logs.items():
             self.history.setdefault(k, []).append(float(v))
         runs.save_model(self.model, self.run_dir / "checkpoint.keras")
@@ -75,3 +79,38 @@ class Reseed(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         keras.utils.set_random_seed(self.seed + 1000 * (epoch + 1))
+
+
+class StopOnSignal(keras.callbacks.Callback):
+    """Ctrl-C or SIGTERM asks fit() to stop after the current batch; a second one stops at once.
+
+    Raising from the signal handler is not safe: Keras has bare `except:` clauses (saving,
+    variables) that would swallow the KeyboardInterrupt, so the handler only sets a flag.
+    Use as a context manager around fit(); it restores the previous handlers.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        super().__init__()
+        self.signal_name = None
+        self._previous = {}
+
+    def __enter__(self):
+        for sig in self.SIGNALS:
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        return False
+
+    def _handle(self, signum, frame):
+        if self.signal_name:
+            raise KeyboardInterrupt
+        self.signal_name = signal.Signals(signum).name
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.signal_name:
+            self.model.stop_training = True

@@ -11,7 +11,6 @@ argparse -> config -> backend -> data -> model -> fit -> run folder (see runs.py
 import argparse
 import math
 import platform
-import signal
 import sys
 import time
 from pathlib import Path
@@ -48,6 +47,10 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+RESUME_FIXED = ("model", "batch_size", "lr", "optimizer", "validation_split", "seed", "output_dir",
+                "max_steps_per_epoch")
+
+
 def resolve_config(args):
     """Flags > config file (or the resumed run's config.toml) > defaults; then the backend."""
     config_path = args.config
@@ -58,6 +61,12 @@ def resolve_config(args):
     overrides = {k: getattr(args, k) for k in (
         "model", "epochs", "batch_size", "lr", "optimizer", "validation_split", "seed",
         "output_dir", "data_dir", "max_steps_per_epoch", "eval_batch_size")}
+    if args.resume:
+        # The checkpoint carries the model and optimizer: a changed recipe would be silently ignored.
+        fixed = [k for k in RESUME_FIXED if overrides[k] is not None]
+        if fixed:
+            raise UsageError(f"--resume continues the run with its own config; --{fixed[0].replace('_', '-')} "
+                             "cannot change. Only --epochs, --data-dir and --eval-batch-size may be given.")
     cfg = build_config(config_path, overrides)
     name, source = backends.resolve_backend(args.backend, cfg.backend)
     cfg = cfg.replace(backend=name)
@@ -67,38 +76,35 @@ def resolve_config(args):
 
 
 def train(model, cfg, train_data, val_data, run_dir, initial_epoch=0, history=None):
-    """model.fit with the run's callbacks; returns (history dict, per-epoch training seconds)."""
+    """model.fit with the run's callbacks; returns (checkpoint, stopper, per-epoch seconds, steps)."""
     import keras
 
-    from .callbacks import Checkpoint, EpochTimer, Reseed
+    from .callbacks import Checkpoint, EpochTimer, Reseed, StopOnSignal
 
-    timer, checkpoint = EpochTimer(), Checkpoint(run_dir, history)
     steps = math.ceil(len(train_data[0]) / cfg.batch_size)
     if cfg.max_steps_per_epoch:
         steps = min(steps, cfg.max_steps_per_epoch)
-    model.fit(
-        *train_data,
-        batch_size=cfg.batch_size,
-        epochs=cfg.epochs,
-        initial_epoch=initial_epoch,
-        steps_per_epoch=steps,
-        validation_data=val_data,
-        validation_batch_size=cfg.eval_batch_size,
-        shuffle=True,
-        # Progress bar on a terminal, one line per epoch in logs and CI.
-        verbose=1 if sys.stdout.isatty() else 2,
-        callbacks=[Reseed(cfg.seed), timer, keras.callbacks.TerminateOnNaN(), checkpoint],
-    )
-    return checkpoint, timer.train_seconds, steps
+    with StopOnSignal() as stopper:
+        timer, checkpoint = EpochTimer(), Checkpoint(run_dir, history, stopper)
+        model.fit(
+            *train_data,
+            batch_size=cfg.batch_size,
+            epochs=cfg.epochs,
+            initial_epoch=initial_epoch,
+            steps_per_epoch=steps,
+            validation_data=val_data,
+            validation_batch_size=cfg.eval_batch_size,
+            shuffle=True,
+            # Progress bar on a terminal, one line per epoch in logs and CI.
+            verbose=1 if sys.stdout.isatty() else 2,
+            callbacks=[stopper, Reseed(cfg.seed), timer, keras.callbacks.TerminateOnNaN(), checkpoint],
+        )
+    return checkpoint, stopper, timer.train_seconds, steps
 
 
 def test(model, x_test, y_test, cfg):
     result = model.evaluate(x_test, y_test, batch_size=cfg.eval_batch_size, verbose=0, return_dict=True)
     return {"loss": float(result["loss"]), "accuracy": float(result["accuracy"])}
-
-
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
 
 
 def main(argv=None):
@@ -144,27 +150,26 @@ def main(argv=None):
     params = models.parameter_counts(model)
     print(f"model {cfg.model}: {params['total']:,} parameters ({params['trainable']:,} trainable) | run {run_dir}")
 
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     started = time.time()
-    checkpoint = None
     try:
-        checkpoint, seconds, steps = train(model, cfg, train_data, val_data, run_dir, initial_epoch, history)
-    except KeyboardInterrupt:
+        checkpoint, stopper, seconds, steps = train(model, cfg, train_data, val_data, run_dir, initial_epoch, history)
+    except KeyboardInterrupt:  # a second Ctrl-C: stopped at once, mid-batch
+        stopper = None
+    if stopper is None or stopper.signal_name:
         state = runs.read_json(run_dir / "checkpoint.json") if (run_dir / "checkpoint.json").is_file() else None
-        done = f"epoch {state['epoch']} is saved" if state else "no epoch was complete"
-        raise Interrupted(f"training interrupted; {done}. Resume with: python -m mnist_keras3.train "
+        done = f"epoch {state['epoch']} is saved" if state else "no epoch was complete, so nothing is saved"
+        why = stopper.signal_name if stopper else "SIGINT"
+        raise Interrupted(f"training stopped by {why}; {done}. Resume with: python -m mnist_keras3.train "
                           f"--resume {run_dir}")
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
     history = checkpoint.history
     epochs_done = len(history.get("loss", []))
     if epochs_done < cfg.epochs:  # TerminateOnNaN stopped fit: the last epoch's loss diverged
         runs.write_json(run_dir / "metrics.json", {"status": "diverged", "epochs_completed": epochs_done, **info})
-        raise TrainingError(
-            f"the loss became NaN/inf in epoch {epochs_done + 1}, so training stopped. The last good "
-            f"checkpoint is {run_dir / 'checkpoint.keras'} (epoch {epochs_done}). Try a lower --lr."
-        )
+        kept = (f"The last good checkpoint is {run_dir / 'checkpoint.keras'} (epoch {epochs_done})"
+                if epochs_done else "No epoch completed, so there is no checkpoint")
+        raise TrainingError(f"the loss became NaN/inf in epoch {epochs_done + 1}, so training stopped. "
+                            f"{kept}. Try a lower --lr.")
 
     test_metrics = test(model, x_test, y_test, cfg)
     runs.save_model(model, run_dir / "model.keras")
