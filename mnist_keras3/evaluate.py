@@ -32,6 +32,8 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.batch_size < 1:
         raise UsageError(f"Expected --batch-size >= 1. Received: batch_size={args.batch_size}")
+    if args.top_confusions < 0:
+        raise UsageError(f"Expected --top-confusions >= 0. Received: top_confusions={args.top_confusions}")
     return args
 
 
