@@ -193,6 +193,9 @@ def main(argv=None):
         "run_dir": str(run_dir),
     }
     runs.write_json(run_dir / "metrics.json", metrics)
+    from . import plots  # curves.png and samples.png in the run folder
+
+    plots.write_run_pictures(run_dir, history, model, x_test, y_test)
     print(f"test accuracy {test_metrics['accuracy']:.4f}, loss {test_metrics['loss']:.4f} | "
           f"{train_seconds:.1f} s training, {metrics['train_samples_per_second']:,.0f} samples/s | {run_dir}")
     return 0

@@ -17,3 +17,9 @@ def device_name():
 def configure_numerics():
     # XLA on GPU may use TF32/bf16 passes for float32 matmuls and convolutions by default.
     jax.config.update("jax_default_matmul_precision", "highest")
+
+
+def export_modules(fmt):
+    """Python modules Keras needs to export `fmt` ("onnx", "savedmodel") under jax: jax2onnx for
+    ONNX; SavedModel goes through jax2tf, so tensorflow must be installed too."""
+    return {"onnx": ["jax2onnx", "onnx"], "savedmodel": ["tensorflow"]}[fmt]

@@ -17,3 +17,9 @@ def device_name():
 
 def configure_numerics():
     tf.config.experimental.enable_tensor_float_32_execution(False)
+
+
+def export_modules(fmt):
+    """Python modules Keras needs to export `fmt` ("onnx", "savedmodel") under tensorflow: tf2onnx
+    for ONNX; SavedModel is tensorflow's own format."""
+    return {"onnx": ["tf2onnx", "onnx"], "savedmodel": []}[fmt]

@@ -17,3 +17,10 @@ def device_name():
 def configure_numerics():
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
+
+
+def export_modules(fmt):
+    """Python modules Keras needs to export `fmt` ("onnx", "savedmodel") under torch; None where
+    Keras cannot: its SavedModel path under torch needs torch_xla, and with Keras 3.15.1 and
+    torch 2.13 it fails before that, inside torch.export (measured)."""
+    return {"onnx": ["onnx", "onnxscript"], "savedmodel": None}[fmt]

@@ -1,0 +1,134 @@
+"""Evaluate a trained model on the MNIST test set, under any backend.
+
+    python -m mnist_keras3.evaluate runs/<run>/model.keras --backend jax
+
+Prints accuracy, loss, per-class precision/recall/F1 and the most confused pairs; writes
+evaluation.json, confusion_matrix.png and misclassified.png (default: next to the model).
+"""
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import backend as backends
+from . import runs
+from .errors import UsageError, run_cli
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m mnist_keras3.evaluate", description=__doc__.split("\n")[0])
+    p.add_argument("model", help="a model.keras written by mnist_keras3.train (any backend)")
+    p.add_argument("--backend", help="torch, jax or tensorflow (default: KERAS_BACKEND, then the first installed)")
+    p.add_argument("--output", metavar="DIR", help="where the report and pictures go (default: the model's folder)")
+    p.add_argument("--data-dir", help="folder with the MNIST IDX files or mnist.npz (default: "
+                   "MNIST_KERAS3_DATA, the cache, then download)")
+    p.add_argument("--batch-size", type=int, default=1000, help="prediction batch size (default: 1000)")
+    p.add_argument("--top-confusions", type=int, default=5, help="confused pairs to list (default: 5)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    args = p.parse_args(argv)
+    if args.batch_size < 1:
+        raise UsageError(f"Expected --batch-size >= 1. Received: batch_size={args.batch_size}")
+    if args.top_confusions < 0:
+        raise UsageError(f"Expected --top-confusions >= 0. Received: top_confusions={args.top_confusions}")
+    return args
+
+
+def confusion_matrix(labels, pred, k=10):
+    """(k, k) counts: row = true class, column = predicted class."""
+    return np.bincount(labels * k + pred, minlength=k * k).reshape(k, k)
+
+
+def per_class(cm):
+    """Precision, recall, F1 and support per class from a confusion matrix (0 where undefined)."""
+    tp = np.diag(cm).astype(np.float64)
+    predicted, support = cm.sum(axis=0), cm.sum(axis=1)
+    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+    recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
+    denom = precision + recall
+    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
+    return [{"class": c, "precision": round(float(precision[c]), 4), "recall": round(float(recall[c]), 4),
+             "f1": round(float(f1[c]), 4), "support": int(support[c])} for c in range(len(cm))]
+
+
+def most_confused(cm, n):
+    off = cm.copy()
+    np.fill_diagonal(off, 0)
+    order = np.argsort(-off, axis=None)[:n]
+    return [{"true": int(i // len(cm)), "predicted": int(i % len(cm)), "count": int(off.flat[i])}
+            for i in order if off.flat[i] > 0]
+
+
+def output_dir(args):
+    out = Path(args.output) if args.output else Path(args.model).resolve().parent
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"Cannot create the output folder {out}: {e.strerror}. Pass a writable --output.")
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise UsageError(f"The output folder {out} is not writable. Pass a writable --output.")
+    return out
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    name, source = backends.resolve_backend(args.backend)
+    keras = backends.activate(name)
+    from . import data, plots
+    from .loading import load_model
+
+    out = output_dir(args)  # before the slow part: a bad folder is known at once
+    model = load_model(args.model)
+    info = backends.describe(name)
+    print(f"backend {info['backend']} {info['backend_version']} ({source}) | keras {info['keras_version']} "
+          f"| device {info['device']} | model {args.model} ({model.count_params():,} parameters)")
+
+    (_, _), (x_test, y_test) = data.load_mnist(args.data_dir)
+    x, onehot = data.preprocess(x_test, y_test)  # (10000, 28, 28, 1), (10000, 10)
+    labels = np.asarray(y_test, dtype=np.int64)
+    started = time.perf_counter()
+    probs = np.asarray(model.predict(x, batch_size=args.batch_size, verbose=0))  # (10000, 10)
+    seconds = time.perf_counter() - started
+    # Keras's own loss, the one training reports (it clips probabilities to [1e-7, 1 - 1e-7]).
+    loss = float(keras.ops.convert_to_numpy(keras.losses.categorical_crossentropy(onehot, probs)).mean())
+    pred = probs.argmax(axis=1)
+    accuracy = float((pred == labels).mean())
+    cm = confusion_matrix(labels, pred)
+    classes = per_class(cm)
+    confused = most_confused(cm, args.top_confusions)
+
+    print(f"test accuracy {accuracy:.4f}, loss {loss:.4f} on {len(labels):,} images "
+          f"({seconds:.2f} s, {len(labels) / seconds:,.0f} images/s)")
+    print("class  precision  recall      f1  support")
+    for c in classes:
+        print(f"{c['class']:>5}  {c['precision']:9.4f}  {c['recall']:6.4f}  {c['f1']:6.4f}  {c['support']:7d}")
+    print("most confused (true -> predicted): " +
+          (", ".join(f"{p['true']}->{p['predicted']} x{p['count']}" for p in confused) or "none"))
+
+    report = {
+        "model": str(args.model),
+        **info,
+        "test_images": len(labels),
+        "accuracy": round(accuracy, 6),
+        "loss": round(loss, 6),
+        "misclassified": int((pred != labels).sum()),
+        "per_class": classes,
+        "most_confused": confused,
+        "confusion_matrix": cm.tolist(),
+        "predict_seconds": round(seconds, 3),
+    }
+    written = [
+        runs.write_json(out / "evaluation.json", report),
+        plots.confusion(cm, out / "confusion_matrix.png",
+                        title=f"confusion matrix: accuracy {accuracy:.4f} ({info['backend']})"),
+        plots.misclassified(x, labels, probs, out / "misclassified.png"),
+    ]
+    print("wrote " + ", ".join(p.name for p in written) + f" in {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

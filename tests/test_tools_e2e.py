@@ -1,0 +1,191 @@
+"""evaluate, predict and export as a user runs them: real CLI, subprocess, real MNIST, small caps."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import BACKEND, run_module
+from mnist_keras3 import backend as backends
+from photos import write_photo
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def run(mnist_dir, tmp_path_factory):
+    """One short training run (200 steps of 64: about 0.9 test accuracy) made by the train CLI."""
+    out = tmp_path_factory.mktemp("runs")
+    done = run_module("train", "--epochs", 1, "--max-steps-per-epoch", 200, "--batch-size", 64,
+                      "--output-dir", out, "--data-dir", mnist_dir)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
+    return run_dir
+
+
+def one_line_error(done):
+    lines = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert "Traceback" not in done.stderr, done.stderr[-2000:]
+    return lines
+
+
+def test_every_training_run_draws_its_curves_and_samples(run):
+    for name in ("curves.png", "samples.png"):
+        with Image.open(run / name) as im:
+            assert im.format == "PNG" and im.size[0] >= 800
+
+
+def test_evaluate_reproduces_the_training_runs_test_figures(run, mnist_dir):
+    done = run_module("evaluate", run / "model.keras", "--data-dir", mnist_dir)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((run / "evaluation.json").read_text())
+    trained = json.loads((run / "metrics.json").read_text())["test"]
+    assert report["backend"] == BACKEND and report["test_images"] == 10_000
+    assert report["accuracy"] == pytest.approx(trained["accuracy"], abs=1e-4)
+    assert report["loss"] == pytest.approx(trained["loss"], abs=1e-3)
+    cm = np.array(report["confusion_matrix"])
+    assert cm.sum() == 10_000 and np.trace(cm) / 1e4 == pytest.approx(report["accuracy"], abs=1e-6)
+    assert [c["support"] for c in report["per_class"]] == cm.sum(axis=1).tolist()
+    worst = report["most_confused"][0]
+    assert worst["count"] == max(cm[i, j] for i in range(10) for j in range(10) if i != j)
+    assert f"test accuracy {report['accuracy']:.4f}" in done.stdout and "most confused" in done.stdout
+    for name in ("confusion_matrix.png", "misclassified.png"):
+        with Image.open(run / name) as im:
+            assert im.format == "PNG"
+
+
+@pytest.mark.slow
+def test_a_model_evaluates_the_same_under_every_other_backend(run, mnist_dir, tmp_path):
+    ours = json.loads((run / "metrics.json").read_text())["test"]
+    others = [b for b in backends.installed_backends() if b != BACKEND]
+    if not others:
+        pytest.skip("only one backend installed here; the tox envs each have one")
+    for other in others:
+        done = run_module("evaluate", run / "model.keras", "--backend", other, "--output", tmp_path / other,
+                          "--data-dir", mnist_dir)
+        assert done.returncode == 0, done.stderr[-3000:]
+        report = json.loads((tmp_path / other / "evaluation.json").read_text())
+        assert report["backend"] == other
+        assert report["accuracy"] == pytest.approx(ours["accuracy"], abs=1e-4)
+        assert report["loss"] == pytest.approx(ours["loss"], abs=1e-4)
+
+
+@pytest.fixture(scope="module")
+def photos(mnist, tmp_path_factory):
+    """Ten photo-like test digits (PNG, JPEG, BMP) in a folder, with their MNIST originals."""
+    (_, _), (x, y) = mnist
+    folder = tmp_path_factory.mktemp("photos")
+    rng = np.random.default_rng(3)
+    idx = rng.choice(len(x), 10, replace=False)
+    paths = [write_photo(x[i], folder / f"{k:02d}-label{y[i]}", rng, k) for k, i in enumerate(idx)]
+    return folder, paths, x[idx], y[idx]
+
+
+def reference_classes(keras, run, originals):
+    """The trained model's own answers on the untouched MNIST originals."""
+    from mnist_keras3 import data
+    from mnist_keras3.loading import load_model
+
+    return load_model(run / "model.keras").predict(data.preprocess(originals), verbose=0).argmax(1)
+
+
+def test_predict_a_folder_with_bad_files_among_good_ones(run, photos, keras, tmp_path):
+    folder, paths, originals, labels = photos
+    blank = tmp_path / "blank.png"
+    Image.new("RGB", (200, 200), (240, 240, 235)).save(blank)
+    notes = tmp_path / "notes.jpg"
+    notes.write_text("not an image")
+    done = run_module("predict", run / "model.keras", folder, tmp_path / "missing.png", blank, notes)
+    assert done.returncode == 1  # some files failed; the others were still predicted
+    lines = done.stdout.strip().splitlines()
+    assert len(lines) == len(paths)
+    got = np.array([int(line.split(": ")[1].split()[0]) for line in lines])
+    assert [line.split(": ")[0] for line in lines] == [str(p) for p in paths]
+    assert all("probability" in line and "top-3:" in line for line in lines)
+    # The photos must get the answers the model gives the MNIST originals.
+    assert (got == reference_classes(keras, run, originals)).sum() >= 9, (got, labels)
+    errors = one_line_error(done)
+    assert len(errors) == 2 and "missing.png: file not found" in errors[0] and "not a PNG, JPEG or BMP" in errors[1]
+    assert f"warning: {blank}: looks blank" in done.stderr
+
+
+def test_predict_json_from_stdin_and_a_file(run, photos):
+    _, paths, _, _ = photos
+    env = {**os.environ, "KERAS_BACKEND": BACKEND}
+    done = subprocess.run([sys.executable, "-m", "mnist_keras3.predict", str(run / "model.keras"), "-",
+                           str(paths[1]), "--json", "--top", "2"],
+                          input=paths[0].read_bytes(), capture_output=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout)
+    assert report["backend"] == BACKEND and report["failed"] == 0
+    first, second = report["results"]
+    assert first["file"] == "<stdin>" and second["file"] == str(paths[1])
+    for r in (first, second):
+        assert r["inverted"] is True and len(r["top"]) == 2
+        assert r["digit"] == r["top"][0]["digit"] and r["top"][0]["probability"] >= r["top"][1]["probability"]
+
+
+def test_predict_with_a_corrupt_model_is_one_line(run, photos, tmp_path):
+    bad = tmp_path / "model.keras"
+    bad.write_bytes((run / "model.keras").read_bytes()[:5000])
+    done = run_module("predict", bad, photos[1][0])
+    assert done.returncode == 1
+    assert one_line_error(done) == [f"error: {bad} is corrupt or not a Keras model file (not a zip "
+                                    "archive). Use a model.keras written by mnist_keras3.train."]
+
+
+def missing_for(fmt):
+    needed = backends.backend_module(BACKEND).export_modules(fmt)
+    if needed is None:
+        return None
+    return [m for m in needed + ["onnxruntime" if fmt == "onnx" else "tensorflow"] if importlib.util.find_spec(m) is None]
+
+
+def test_export_onnx_runs_in_onnxruntime_with_the_same_classes(run, mnist, mnist_dir, keras):
+    missing = missing_for("onnx")
+    done = run_module("export", run / "model.keras", "--format", "onnx", "--data-dir", mnist_dir)
+    target = run / "model.onnx"
+    if missing:
+        assert done.returncode == 2 and f"needs {', '.join(missing)}, not installed" in one_line_error(done)[0]
+        return
+    if BACKEND == "jax":
+        # Measured with jax2onnx 0.17.1: its MaxPool has 4 spatial dims, which onnxruntime
+        # refuses ("Unsupported pooling size"). The check catches it; nothing is kept.
+        assert done.returncode == 1
+        assert "does not run in onnxruntime" in one_line_error(done)[0] and "--backend torch" in done.stderr
+        assert not target.exists() and not list(run.glob(".model.onnx.tmp-*"))
+        return
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "same class for 10,000/10,000" in done.stdout
+    # Check it here too, independently of the CLI's own check.
+    import onnxruntime
+
+    from mnist_keras3 import data
+    from mnist_keras3.loading import load_model
+
+    (_, _), (x, _) = mnist
+    batch = data.preprocess(x[:500])
+    session = onnxruntime.InferenceSession(str(target), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: batch})[0]
+    want = load_model(run / "model.keras").predict(batch, verbose=0)
+    assert (got.argmax(1) == want.argmax(1)).all() and np.abs(got - want).max() < 1e-4
+
+
+def test_export_savedmodel_or_a_clear_error(run, mnist_dir, tmp_path):
+    missing = missing_for("savedmodel")
+    out = tmp_path / "served"
+    done = run_module("export", run / "model.keras", "--format", "savedmodel", "--output", out,
+                      "--data-dir", mnist_dir)
+    if missing is None:  # torch: Keras cannot write a SavedModel without torch_xla
+        assert done.returncode == 2 and not out.exists()
+        assert "TF SavedModel export is not available under the torch backend" in one_line_error(done)[0]
+    elif missing:
+        assert done.returncode == 2 and "not installed" in one_line_error(done)[0]
+    else:
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert (out / "saved_model.pb").is_file() and "same class for 10,000/10,000" in done.stdout
