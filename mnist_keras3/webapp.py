@@ -140,8 +140,10 @@ class BodyLimit:
         too_large = error_response(413, f"Expected an upload of at most {self.limit:,} bytes. "
                                         "Send a smaller image (a digit needs little resolution).")
         length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.limit):
-            return await (too_large if length.isdigit() else error_response(400, "Bad Content-Length"))(scope, receive, send)
+        if length is not None and not length.isdigit():
+            return await error_response(400, "Expected a number as Content-Length.")(scope, receive, send)
+        if length is not None and int(length) > self.limit:
+            return await too_large(scope, receive, send)
         chunks, size, more = [], 0, True
         while more:
             message = await receive()

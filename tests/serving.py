@@ -96,8 +96,9 @@ def chromium_or_skip():
     except ImportError:
         reason = "Python package playwright is not installed (pip install playwright)"
     if path is None or not Path(path).is_file():
-        reason = (reason + "; " if reason else "") + (
-            "no Chromium found (apt-get install chromium, or set MNIST_KERAS3_CHROMIUM)")
+        missing = (f"MNIST_KERAS3_CHROMIUM={path} is not a file" if path
+                   else "no Chromium found (apt-get install chromium, or set MNIST_KERAS3_CHROMIUM)")
+        reason = (reason + "; " if reason else "") + missing
     if reason:
         print(f"\nSKIPPED browser test: {reason}", file=sys.stderr)  # visible even without -ra
         pytest.skip(f"no headless browser here: {reason}")

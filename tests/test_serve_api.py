@@ -207,6 +207,7 @@ def test_wrong_method_and_path_get_json_errors(client):
     assert client.get("/docs").status_code == 404  # FastAPI's docs page would load a CDN script
 
 
+@pytest.mark.e2e
 def test_serve_cli_refuses_a_busy_port_and_a_missing_model_in_one_line(model_path, tmp_path):
     import socket
 
