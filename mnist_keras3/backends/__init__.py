@@ -3,6 +3,8 @@
 - framework_version() -> str
 - device_name() -> str: the accelerator Keras will use ("CPU" when none)
 - configure_numerics() -> None: make float32 math exact where the backend defaults to TF32
+- configure_serving() -> undo function: process settings for predicting one small image at a
+  time (the web server), and a function that puts the previous ones back
 - export_modules(fmt) -> list of module names Keras's model.export needs for fmt ("onnx",
   "savedmodel") under this backend, or None where this backend cannot export that format
 

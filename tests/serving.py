@@ -1,0 +1,121 @@
+"""Helpers for the web app's tests: one trained model per session, a real server, a browser."""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from conftest import BACKEND, run_module
+
+_TRAINED = {}
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def trained_model(tmp_path_factory, mnist_dir):
+    """model.keras of one short run of the train CLI (300 steps of 64: about 0.9 test accuracy),
+    made once per session and shared by the API and browser tests."""
+    if "model" not in _TRAINED:
+        out = tmp_path_factory.mktemp("serve-runs")
+        done = run_module("train", "--epochs", 1, "--max-steps-per-epoch", 300, "--batch-size", 64,
+                          "--output-dir", out, "--data-dir", mnist_dir)
+        assert done.returncode == 0, done.stderr[-3000:]
+        (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
+        _TRAINED["model"] = run_dir / "model.keras"
+    return _TRAINED["model"]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get_json(url, payload=None, timeout=10):
+    """GET (or POST a JSON payload) -> (status, parsed body)."""
+    data = None if payload is None else json.dumps(payload).encode()
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"} if data else {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+@contextmanager
+def server(model, log_path, *args, startup_s=180):
+    """`python -m mnist_keras3.serve model --port P` in a subprocess, as a user starts it; yields
+    (base URL, process) once /api/health answers, and stops it with Ctrl-C (SIGINT) at the end."""
+    port = free_port()
+    env = {**os.environ, "KERAS_BACKEND": BACKEND, "PYTHONUNBUFFERED": "1"}
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "mnist_keras3.serve", str(model), "--port", str(port), *args],
+                                stdout=log, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + startup_s
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"serve exited with {proc.returncode}:\n{Path(log_path).read_text()[-3000:]}")
+            try:
+                if get_json(f"{url}/api/health", timeout=2)[0] == 200:
+                    break
+            except OSError:
+                pass
+            if time.time() > deadline:
+                pytest.fail(f"serve did not answer within {startup_s} s:\n{Path(log_path).read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield url, proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def chromium_or_skip():
+    """(sync_playwright, path of a system Chromium), or skip the test saying what is missing."""
+    path = os.environ.get("MNIST_KERAS3_CHROMIUM") or next(
+        (p for p in (shutil.which("chromium"), shutil.which("chromium-browser"), "/usr/bin/chromium")
+         if p and Path(p).is_file()), None)
+    reason = None
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        reason = "Python package playwright is not installed (pip install playwright)"
+    if path is None or not Path(path).is_file():
+        missing = (f"MNIST_KERAS3_CHROMIUM={path} is not a file" if path
+                   else "no Chromium found (apt-get install chromium, or set MNIST_KERAS3_CHROMIUM)")
+        reason = (reason + "; " if reason else "") + missing
+    if reason:
+        print(f"\nSKIPPED browser test: {reason}", file=sys.stderr)  # visible even without -ra
+        pytest.skip(f"no headless browser here: {reason}")
+    return sync_playwright, path
+
+
+def ink_runs(digit, threshold):
+    """uint8 (28, 28) digit -> horizontal strokes [(row, first col, last col)] over its ink."""
+    strokes = []
+    for r in range(28):
+        on = digit[r] >= threshold
+        c = 0
+        while c < 28:
+            if on[c]:
+                start = c
+                while c + 1 < 28 and on[c + 1]:
+                    c += 1
+                strokes.append((r, start, c))
+            c += 1
+    return strokes
