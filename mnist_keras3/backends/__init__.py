@@ -3,6 +3,7 @@
 - framework_version() -> str
 - device_name() -> str: the accelerator Keras will use ("CPU" when none)
 - configure_numerics() -> None: make float32 math exact where the backend defaults to TF32
+- loss_and_grads(model, x, y) -> (loss, [gradient per trainable weight]): autodiff differs per backend
 
 Import only the module of the active backend: importing one imports its framework.
 """

@@ -17,3 +17,21 @@ def device_name():
 def configure_numerics():
     # XLA on GPU may use TF32/bf16 passes for float32 matmuls and convolutions by default.
     jax.config.update("jax_default_matmul_precision", "highest")
+
+
+def loss_and_grads(model, x, y):
+    """Categorical cross-entropy of model(x) against one-hot y, and its gradient for every
+    trainable weight (in model.trainable_weights order), as (float, [numpy arrays])."""
+    import keras
+    import numpy as np
+
+    loss_fn = keras.losses.CategoricalCrossentropy()
+    non_trainable = [w.value for w in model.non_trainable_weights]
+
+    def loss_of(trainable):
+        # jax differentiates pure functions: the weights go in as arguments (stateless_call).
+        probs, _ = model.stateless_call(trainable, non_trainable, x, training=False)  # (N, 10)
+        return loss_fn(y, probs)
+
+    loss, grads = jax.value_and_grad(loss_of)([w.value for w in model.trainable_weights])
+    return float(loss), [np.asarray(g) for g in grads]

@@ -17,3 +17,15 @@ def device_name():
 
 def configure_numerics():
     tf.config.experimental.enable_tensor_float_32_execution(False)
+
+
+def loss_and_grads(model, x, y):
+    """Categorical cross-entropy of model(x) against one-hot y, and its gradient for every
+    trainable weight (in model.trainable_weights order), as (float, [numpy arrays])."""
+    import keras
+
+    with tf.GradientTape() as tape:
+        probs = model(tf.convert_to_tensor(x), training=False)  # (N, 10)
+        loss = keras.losses.CategoricalCrossentropy()(tf.convert_to_tensor(y), probs)
+    grads = tape.gradient(loss, model.trainable_weights)
+    return float(loss), [g.numpy() for g in grads]
