@@ -15,15 +15,17 @@ import json
 import os
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 
 from .errors import UsageError
 
 
-def _atomic(path, write):
+def _atomic(path, write, suffix=None):
     """Call write(tmp_path) for a temp file beside `path`, then rename it over `path`."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
+    suffix = suffix or path.suffix
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{suffix}")
     os.close(fd)
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; finished files get the usual mode
@@ -60,9 +62,56 @@ def read_json(path):
 
 
 def save_model(model, path):
-    """model.save() to a temp .keras file, then rename: never a half-written model file."""
-    # Keras insists on the .keras suffix, which _atomic's temp name keeps.
-    return _atomic(path, lambda tmp: model.save(tmp, overwrite=True))
+    """model.save() to a temp .keras file, made portable, then renamed: never a half-written file."""
+    def write(tmp):
+        model.save(tmp, overwrite=True)  # Keras insists on the .keras suffix, which tmp keeps
+        make_portable(tmp)
+    return _atomic(path, write)
+
+
+# Keras (3.15) saves an optimizer compiled under torch as its torch-only subclass, e.g. module
+# "keras.src.backend.torch.optimizers.torch_adam", and no process without torch can load that
+# file ("Could not deserialize class 'Adam' because its parent module ... cannot be imported").
+# The class is keras.optimizers.Adam with torch update code, swapped in whenever Adam is built
+# under torch, so naming the public class loads the same optimizer under torch and a portable one
+# elsewhere. The parity report's portability level (tox: one backend per env) checks this.
+TORCH_ONLY_MODULES = "keras.src.backend.torch.optimizers."
+
+
+def _public_optimizers(node):
+    if isinstance(node, list):
+        return [_public_optimizers(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    node = {k: _public_optimizers(v) for k, v in node.items()}
+    if str(node.get("module", "")).startswith(TORCH_ONLY_MODULES) and "class_name" in node:
+        node["module"] = "keras.optimizers"
+    return node
+
+
+def make_portable(keras_file):
+    """Rewrite config.json inside a .keras zip so it names public optimizer classes only."""
+    with zipfile.ZipFile(keras_file) as zf:
+        config = json.loads(zf.read("config.json"))
+        portable = _public_optimizers(config)
+        if portable == config:
+            return False
+        entries = [(info, zf.read(info)) for info in zf.infolist()]
+    with zipfile.ZipFile(keras_file, "w") as zf:  # same entries, same order and compression
+        for info, data in entries:
+            zf.writestr(info, json.dumps(portable) if info.filename == "config.json" else data)
+    return True
+
+
+def write_npz(path, arrays):
+    import numpy as np
+
+    return _atomic(path, lambda tmp: np.savez(tmp, **arrays))
+
+
+def save_weights(model, path):
+    """model.save_weights() atomically; Keras insists on the .weights.h5 suffix, which the temp keeps."""
+    return _atomic(path, lambda tmp: model.save_weights(tmp, overwrite=True), suffix=".weights.h5")
 
 
 def new_run_dir(output_dir, backend, model_name, now=None):

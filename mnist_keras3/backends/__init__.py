@@ -7,6 +7,7 @@
   time (the web server), and a function that puts the previous ones back
 - export_modules(fmt) -> list of module names Keras's model.export needs for fmt ("onnx",
   "savedmodel") under this backend, or None where this backend cannot export that format
+- loss_and_grads(model, x, y) -> (loss, [gradient per trainable weight]): autodiff differs per backend
 
 Import only the module of the active backend: importing one imports its framework.
 """

@@ -28,3 +28,21 @@ def export_modules(fmt):
     """Python modules Keras needs to export `fmt` ("onnx", "savedmodel") under jax: jax2onnx for
     ONNX; SavedModel goes through jax2tf, so tensorflow must be installed too."""
     return {"onnx": ["jax2onnx", "onnx"], "savedmodel": ["tensorflow"]}[fmt]
+
+
+def loss_and_grads(model, x, y):
+    """Categorical cross-entropy of model(x) against one-hot y, and its gradient for every
+    trainable weight (in model.trainable_weights order), as (float, [numpy arrays])."""
+    import keras
+    import numpy as np
+
+    loss_fn = keras.losses.CategoricalCrossentropy()
+    non_trainable = [w.value for w in model.non_trainable_weights]
+
+    def loss_of(trainable):
+        # jax differentiates pure functions: the weights go in as arguments (stateless_call).
+        probs, _ = model.stateless_call(trainable, non_trainable, x, training=False)  # (N, 10)
+        return loss_fn(y, probs)
+
+    loss, grads = jax.value_and_grad(loss_of)([w.value for w in model.trainable_weights])
+    return float(loss), [np.asarray(g) for g in grads]

@@ -28,3 +28,15 @@ def export_modules(fmt):
     """Python modules Keras needs to export `fmt` ("onnx", "savedmodel") under tensorflow: tf2onnx
     for ONNX; SavedModel is tensorflow's own format."""
     return {"onnx": ["tf2onnx", "onnx"], "savedmodel": []}[fmt]
+
+
+def loss_and_grads(model, x, y):
+    """Categorical cross-entropy of model(x) against one-hot y, and its gradient for every
+    trainable weight (in model.trainable_weights order), as (float, [numpy arrays])."""
+    import keras
+
+    with tf.GradientTape() as tape:
+        probs = model(tf.convert_to_tensor(x), training=False)  # (N, 10)
+        loss = keras.losses.CategoricalCrossentropy()(tf.convert_to_tensor(y), probs)
+    grads = tape.gradient(loss, model.trainable_weights)
+    return float(loss), [g.numpy() for g in grads]

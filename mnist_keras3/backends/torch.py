@@ -33,3 +33,16 @@ def export_modules(fmt):
     Keras cannot: its SavedModel path under torch needs torch_xla, and with Keras 3.15.1 and
     torch 2.13 it fails before that, inside torch.export (measured)."""
     return {"onnx": ["onnx", "onnxscript"], "savedmodel": None}[fmt]
+
+
+def loss_and_grads(model, x, y):
+    """Categorical cross-entropy of model(x) against one-hot y, and its gradient for every
+    trainable weight (in model.trainable_weights order), as (float, [numpy arrays])."""
+    import keras
+
+    model.zero_grad()
+    probs = model(keras.ops.convert_to_tensor(x), training=False)  # (N, 10)
+    loss = keras.losses.CategoricalCrossentropy()(keras.ops.convert_to_tensor(y), probs)
+    loss.backward()  # Keras variables are torch Parameters: autograd fills .value.grad
+    grads = [w.value.grad.detach().cpu().numpy() for w in model.trainable_weights]
+    return float(loss.detach().cpu()), grads

@@ -1,0 +1,250 @@
+"""Prove it is one model: the same CNN compared across Keras backends, in four levels.
+
+    python -m mnist_keras3.parity --backends torch,jax,tensorflow --epochs 10
+    python -m mnist_keras3.parity --reuse --output-dir .tox/parity-results   # what tox envs left
+
+A process has one Keras backend, so each backend's work runs in its own subprocess:
+  1. `parity worker --backend B`: structure of every model, a training run via
+     `python -m mnist_keras3.train`, its weights exported        -> <out>/B/worker.json
+  2. `parity check --backend B`: the first backend's trained weights loaded into the model built
+     from code (probabilities, loss, gradients), and every backend's model.keras loaded here
+                                                                   -> <out>/B/check.json, .npz
+  3. this process (no keras at all) compares them                  -> <out>/parity.md, parity.json
+Exit status 1 when any check fails.
+"""
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from . import backend as backends
+from . import parity_checks as pc
+from . import runs
+from .errors import MnistKeras3Error, UsageError, run_cli
+
+DEFAULT_OUTPUT = "runs/parity"
+
+
+class ParityFailure(MnistKeras3Error):
+    """At least one parity check failed (the report says which)."""
+
+
+def add_training_args(p):
+    p.add_argument("--model", default="tutorial", help="model trained for levels 2-4 (default: tutorial)")
+    p.add_argument("--epochs", type=int, default=10, help="training epochs per backend (default: 10)")
+    p.add_argument("--seed", type=int, default=42, help="training seed, the same for every backend (default: 42)")
+    p.add_argument("--batch-size", type=int, default=32, help="training batch size (default: 32)")
+    p.add_argument("--max-steps-per-epoch", type=int, default=0,
+                   help="cap on training steps per epoch, 0 for none (default: 0)")
+    p.add_argument("--data-dir", help="folder with the MNIST files (default: MNIST_KERAS3_DATA, then the cache)")
+    p.add_argument("--output-dir", default=DEFAULT_OUTPUT, help=f"results folder (default: {DEFAULT_OUTPUT})")
+    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+
+
+def training_args(args):
+    out = ["--model", args.model, "--epochs", str(args.epochs), "--seed", str(args.seed),
+           "--batch-size", str(args.batch_size), "--max-steps-per-epoch", str(args.max_steps_per_epoch)]
+    return out + (["--data-dir", args.data_dir] if args.data_dir else [])
+
+
+def parse_backends(text):
+    names = [b.strip().lower() for b in text.split(",") if b.strip()]
+    bad = [b for b in names if b not in backends.BACKENDS]
+    if bad or len(set(names)) != len(names) or len(names) < 2:
+        raise UsageError(f"Expected two or more distinct backends among {', '.join(backends.BACKENDS)}, "
+                         f"comma-separated. Received: backends={text!r}")
+    return names
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="python -m mnist_keras3.parity", description=__doc__.split("\n")[0],
+                                epilog="Subcommands run one backend's part: "
+                                       "`parity worker --help`, `parity check --help`.")
+    p.add_argument("--backends", default=",".join(backends.BACKENDS),
+                   help=f"backends to compare; the first is the reference (default: {','.join(backends.BACKENDS)})")
+    add_training_args(p)
+    p.add_argument("--reuse", action="store_true",
+                   help="keep each backend's earlier worker result in --output-dir (and its interpreter, as "
+                        "tox envs leave them); train only those missing")
+    p.add_argument("--compare-only", action="store_true",
+                   help="only compare the worker and check results already in --output-dir")
+    p.add_argument("--python", action="append", default=[], metavar="BACKEND=PATH",
+                   help="interpreter for one backend's subprocesses (default: this one, or with --reuse the "
+                        "one that made the worker result)")
+    p.add_argument("--images", type=int, default=1000, help="test images for the numerics level (default: 1000)")
+    p.add_argument("--grad-batch", type=int, default=128, help="batch for the loss and gradients (default: 128)")
+    p.add_argument("--prob-tolerance", type=float, default=1e-5,
+                   help="max |difference| of probabilities (default: 1e-05)")
+    p.add_argument("--rel-tolerance", type=float, default=1e-4,
+                   help="relative difference of loss and gradients (default: 0.0001)")
+    p.add_argument("--accuracy-tolerance", type=float, default=0.5,
+                   help="max spread of test accuracy in percentage points (default: 0.5)")
+    args = p.parse_args(argv)
+    args.backends = parse_backends(args.backends)
+    if not 1 <= args.images <= 10000 or not 1 <= args.grad_batch <= args.images:
+        raise UsageError(f"Expected 1 <= --grad-batch <= --images <= 10000. Received: images={args.images}, "
+                         f"grad_batch={args.grad_batch}")
+    return args
+
+
+def parse_sub_args(command, argv):
+    p = argparse.ArgumentParser(prog=f"python -m mnist_keras3.parity {command}")
+    p.add_argument("--backend", required=True, choices=backends.BACKENDS, help="the backend of this process")
+    if command == "worker":
+        add_training_args(p)
+    else:
+        p.add_argument("--sources", required=True,
+                       help="comma-separated backends whose <out>/<backend>/model.keras to load here")
+        p.add_argument("--weights", required=True, help="the shared .weights.h5 for the numerics level")
+        p.add_argument("--images", type=int, default=1000, help="test images (default: 1000)")
+        p.add_argument("--grad-batch", type=int, default=128, help="batch for loss and gradients (default: 128)")
+        p.add_argument("--data-dir", help="folder with the MNIST files (default: MNIST_KERAS3_DATA, then the cache)")
+        p.add_argument("--output-dir", default=DEFAULT_OUTPUT, help=f"results folder (default: {DEFAULT_OUTPUT})")
+        p.add_argument("--no-isolate", action="store_true",
+                       help="let this process import the other backends' frameworks (default: hidden, "
+                            "as if only --backend were installed)")
+        p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    return p.parse_args(argv)
+
+
+def sub_main(command, argv):
+    """One backend's part, in this process: pick the backend first, then import keras code."""
+    args = parse_sub_args(command, argv)
+    if command == "check" and not args.no_isolate:
+        # Load as a process with only this backend installed would: a model.keras that needs
+        # another backend's framework to load must fail here too, not only under tox.
+        for other in backends.BACKENDS:
+            if other != args.backend and other not in sys.modules:
+                sys.modules[other] = None  # `import other` now raises ImportError
+    backends.activate(args.backend)
+    from . import parity_worker
+
+    if command == "worker":
+        parity_worker.worker(args.backend, args.output_dir, training_args(args))
+    else:
+        parity_worker.check(args.backend, args.output_dir, args.sources.split(","), args.weights,
+                            args.data_dir, args.images, args.grad_batch)
+    return 0
+
+
+def interpreters(args, out):
+    """The python that runs each backend's subprocesses."""
+    chosen = {}
+    for item in args.python:
+        name, sep, path = item.partition("=")
+        if not sep or name not in args.backends:
+            raise UsageError(f"Expected --python BACKEND=PATH for one of {', '.join(args.backends)}. "
+                             f"Received: --python {item!r}")
+        chosen[name] = path
+    for b in args.backends:
+        recorded = out / b / "worker.json"
+        if b not in chosen and args.reuse and recorded.is_file():
+            python = runs.read_json(recorded).get("python")
+            if python and Path(python).is_file():
+                chosen[b] = python
+        chosen.setdefault(b, sys.executable)
+    return chosen
+
+
+def run_step(python, command, backend, args):
+    cmd = [python, "-m", "mnist_keras3.parity", command, "--backend", backend, *args]
+    env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONUNBUFFERED": "1"}
+    done = subprocess.run(cmd, env=env)
+    if done.returncode != 0:
+        raise MnistKeras3Error(f"the parity {command} for {backend} failed (exit {done.returncode}); its "
+                               f"output is above. Command: {' '.join(cmd)}")
+
+
+def test_curve(folder, worker):
+    """Test accuracy after each epoch, when the run validated on the test set (validation_split 0)."""
+    metrics = folder / worker["training"]["run_dir"] / "metrics.json"
+    if not metrics.is_file():
+        return None
+    m = runs.read_json(metrics)
+    return m["history"].get("val_accuracy") if m.get("validation_source") == "test set" else None
+
+
+def compare(out, names, args):
+    """Level by level, from the files in `out`; returns (checks, markdown, json-able summary)."""
+    missing = [str(out / b / f) for b in names for f in ("worker.json", "check.json", "check.npz")
+               if not (out / b / f).is_file()]
+    if missing:
+        raise UsageError(f"Missing parity results: {', '.join(missing)}. Run the report without --compare-only "
+                         "(or `tox -e <backend>` for the backend).")
+    workers = {b: runs.read_json(out / b / "worker.json") for b in names}
+    checks_read = {b: pc.read_check(out / b) for b in names}
+
+    checks = pc.compare_structure({b: w["structure"] for b, w in workers.items()})
+    digests = {b: m["weights_sha256"] for b, (m, _, _) in checks_read.items()}
+    num = pc.compare_numerics({b: o for b, (_, o, _) in checks_read.items()}, args.prob_tolerance, args.rel_tolerance)
+    if len(set(digests.values())) != 1:  # the premise of level 2: one weight file for all
+        num.insert(0, pc.check(2, "the same weight file in every backend", False,
+                               f"{len(set(digests.values()))} different files", "one file", str(digests)))
+    checks += num
+    predictions = {(src, b): classes for b, (_, _, got) in checks_read.items() for src, classes in got.items()}
+    errors = {(src, b): msg for b, (m, _, _) in checks_read.items() for src, msg in m["load_errors"].items()}
+    port, matrix = pc.compare_portability(predictions, errors)
+    checks += port
+    checks += pc.compare_training({b: {"accuracy": w["training"]["test"]["accuracy"],
+                                       "config": w["training"]["config"],
+                                       "test_curve": test_curve(out / b, w)} for b, w in workers.items()},
+                                  args.accuracy_tolerance)
+    infos = {b: {**w["info"], "accuracy": w["training"]["test"]["accuracy"],
+                 "train_seconds": w["training"]["train_seconds"]} for b, w in workers.items()}
+    md = pc.markdown(checks, names, matrix, infos)
+    summary = {
+        "passed": all(c["passed"] for c in checks),
+        "backends": names,
+        "reference": names[0],
+        "weights": checks_read[names[0]][0]["weights"],
+        "tolerances": {"probabilities": args.prob_tolerance, "relative": args.rel_tolerance,
+                       "accuracy_pp": args.accuracy_tolerance},
+        "checks": checks,
+        "portability": {f"{a}->{b}": v for (a, b), v in matrix.items()},
+        "backend_info": infos,
+        "interpreters": {b: checks_read[b][0]["python"] for b in names},
+    }
+    return checks, md, summary
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in ("worker", "check"):
+        return sub_main(argv[0], argv[1:])
+    args = parse_args(argv)
+    out = Path(args.output_dir)
+    names = args.backends
+    if not args.compare_only:
+        out.mkdir(parents=True, exist_ok=True)
+        pythons = interpreters(args, out)
+        for b in names:  # one at a time: training runs get the machine to themselves
+            if args.reuse and (out / b / "worker.json").is_file():
+                print(f"[{b}] reusing {out / b / 'worker.json'}", flush=True)
+                continue
+            if pythons[b] == sys.executable and not backends.is_installed(b):
+                raise UsageError(f"No {b} results in {out} and the {b} backend is not installed here. "
+                                 f"Run `tox -e {b}` first, or install it: pip install \"mnist-keras3[{b}]\"")
+            run_step(pythons[b], "worker", b, [*training_args(args), "--output-dir", str(out)])
+        weights = out / names[0] / "model.weights.h5"  # the reference backend's trained weights
+        for b in names:
+            run_step(pythons[b], "check", b, [
+                "--sources", ",".join(names), "--weights", str(weights), "--images", str(args.images),
+                "--grad-batch", str(args.grad_batch), "--output-dir", str(out),
+                *(["--data-dir", args.data_dir] if args.data_dir else [])])
+    checks, md, summary = compare(out, names, args)
+    title = f"# Parity: {', '.join(names)} (reference {names[0]})\n\n"
+    runs.write_text(out / "parity.md", title + md)
+    runs.write_json(out / "parity.json", summary)
+    print("\n" + title + md, flush=True)
+    print(f"report: {out / 'parity.md'}, {out / 'parity.json'}")
+    failed = [c for c in checks if not c["passed"]]
+    if failed:
+        raise ParityFailure(f"{len(failed)} of {len(checks)} parity checks failed: "
+                            f"{', '.join(c['area'] + ': ' + c['name'] for c in failed)}. See {out / 'parity.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

@@ -1,0 +1,209 @@
+"""The parity comparisons and the report: plain numpy on what each backend's subprocess wrote.
+
+Nothing here imports keras, so the report can be made by a process with no backend at all (the
+tox `parity` env). Every check is a dict: level, name, passed, figure (what was measured),
+tolerance (what it had to meet) and detail (where it failed, when it did).
+"""
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+
+from . import runs
+
+LEVELS = {1: "structure", 2: "numerics", 3: "portability", 4: "training"}
+
+
+def check(level, name, passed, figure, tolerance, detail=""):
+    return {"level": level, "area": LEVELS[level], "name": name, "passed": bool(passed),
+            "figure": figure, "tolerance": tolerance, "detail": detail}
+
+
+# ---------------------------------------------------------------- 1. structure
+
+def structure_diff(a, b):
+    """The first difference between two models' structure records, or None when they match."""
+    for key in ("parameters", "layers", "weights"):
+        ra, rb = a.get(key), b.get(key)
+        if key == "parameters" and ra != rb:
+            return f"parameters {ra} vs {rb}"
+        if key == "parameters":
+            continue
+        if len(ra) != len(rb):
+            return f"{len(ra)} vs {len(rb)} {key}"
+        for x, y in zip(ra, rb):
+            if list(x) != list(y):
+                return f"{key[:-1]} {x} vs {y}"
+    return None
+
+
+def compare_structure(structures):
+    """structures: {backend: {model name: record}}; every backend must match the first exactly."""
+    backends = list(structures)
+    ref = backends[0]
+    problems = []
+    names = sorted(set().union(*(set(s) for s in structures.values())))
+    for b in backends[1:]:
+        for name in names:
+            if name not in structures[ref] or name not in structures[b]:
+                problems.append(f"{name}: registered under only one of {ref}, {b}")
+                continue
+            diff = structure_diff(structures[ref][name], structures[b][name])
+            if diff:
+                problems.append(f"{name} {b} vs {ref}: {diff}")
+    counts = ", ".join(
+        f"{n} {structures[ref][n]['parameters']['total']:,} ({structures[ref][n]['parameters']['trainable']:,} trainable)"
+        for n in names if n in structures[ref])
+    n_layers = sum(len(structures[ref][n]["layers"]) for n in names if n in structures[ref])
+    figure = (f"{len(names)} models, {n_layers} layers identical: {counts}" if not problems
+              else f"{len(problems)} mismatch(es)")
+    return [check(1, "parameter counts, layer types and output shapes, weight shapes", not problems,
+                  figure, "identical", "; ".join(problems))]
+
+
+# ---------------------------------------------------------------- 2. numerics
+
+def relative_diff(a, ref):
+    """max |a - ref| / max |ref|: a scale-aware difference that tiny elements cannot blow up."""
+    a, ref = np.asarray(a, np.float64), np.asarray(ref, np.float64)
+    scale = np.max(np.abs(ref)) if ref.size else 0.0
+    diff = np.max(np.abs(a - ref)) if ref.size else 0.0
+    return float(diff / scale) if scale > 0 else float(diff)
+
+
+def compare_numerics(outputs, prob_tol=1e-5, rel_tol=1e-4):
+    """outputs: {backend: {"probs": (N, 10), "loss": float, "grads": [arrays]}}, the same weights
+    and images in each. Each backend is compared with the first."""
+    backends = list(outputs)
+    ref = outputs[backends[0]]
+    n = len(ref["probs"])
+    worst_p, worst_p_at, argmax_bad, worst_l, worst_g, detail = 0.0, "", {}, 0.0, 0.0, []
+    for b in backends[1:]:
+        o = outputs[b]
+        if o["probs"].shape != ref["probs"].shape:
+            detail.append(f"{b}: probabilities of shape {o['probs'].shape} vs {ref['probs'].shape}")
+            argmax_bad[b] = n
+            worst_p = worst_l = worst_g = float("inf")
+            continue
+        p = float(np.max(np.abs(o["probs"].astype(np.float64) - ref["probs"])))
+        if p > worst_p:
+            worst_p, worst_p_at = p, f" ({b} vs {backends[0]})"
+        argmax_bad[b] = int(np.sum(o["probs"].argmax(1) != ref["probs"].argmax(1)))
+        worst_l = max(worst_l, abs(o["loss"] - ref["loss"]) / abs(ref["loss"]))
+        if len(o["grads"]) != len(ref["grads"]):
+            detail.append(f"{b}: {len(o['grads'])} gradient tensors vs {len(ref['grads'])}")
+            worst_g = float("inf")
+        for i, (g, gr) in enumerate(zip(o["grads"], ref["grads"])):
+            worst_g = max(worst_g, relative_diff(g, gr) if g.shape == gr.shape else float("inf"))
+    bad = sum(argmax_bad.values())
+    vs = f"{len(backends) - 1} backend(s) vs {backends[0]}"
+    return [
+        check(2, f"probabilities on {n:,} test images, shared weights", worst_p <= prob_tol,
+              f"max abs diff {worst_p:.2e}{worst_p_at}", f"<= {prob_tol:g}", "; ".join(detail)),
+        check(2, f"argmax on {n:,} test images", bad == 0,
+              f"{n - max(argmax_bad.values(), default=0):,}/{n:,} agree ({vs})", "every image",
+              ", ".join(f"{b}: {k} differ" for b, k in argmax_bad.items() if k)),
+        check(2, f"loss of one batch of {ref['batch']}", worst_l <= rel_tol,
+              f"relative diff {worst_l:.2e} (loss {ref['loss']:.6f})", f"<= {rel_tol:g} relative"),
+        check(2, f"gradients of one batch ({len(ref['grads'])} tensors)", worst_g <= rel_tol,
+              f"max relative diff {worst_g:.2e}", f"<= {rel_tol:g} relative (max|diff| / max|ref| per tensor)"),
+    ]
+
+
+# ---------------------------------------------------------------- 3. portability
+
+def compare_portability(predictions, errors):
+    """predictions: {(saved under, loaded under): classes (N,)}; errors: {(saved, loaded): message}.
+    Each cross-load must predict the classes the saving backend predicts itself."""
+    backends = sorted({s for s, _ in [*predictions, *errors]} | {d for _, d in [*predictions, *errors]})
+    pairs = [(a, b) for a, b in itertools.permutations(backends, 2)]
+    matrix, problems = {}, []
+    for a, b in pairs:
+        if (a, b) in errors or (a, b) not in predictions:
+            matrix[(a, b)] = "load failed"
+            problems.append(f"{a} -> {b}: {errors.get((a, b), 'no result')}")
+            continue
+        native = predictions.get((a, a))
+        if native is None:
+            matrix[(a, b)] = "no native result"
+            problems.append(f"{a} -> {a}: {errors.get((a, a), 'no result')}")
+            continue
+        same = int(np.sum(predictions[(a, b)] == native))
+        matrix[(a, b)] = f"{same:,}/{len(native):,}"
+        if same != len(native):
+            problems.append(f"{a} -> {b}: {len(native) - same} classes differ")
+    n = len(next(iter(predictions.values()))) if predictions else 0
+    figure = (f"{len(pairs)} ordered pairs load; same class on all {n:,} test images in each" if not problems
+              else f"{len(problems)} of {len(pairs)} pairs fail")
+    return [check(3, "model.keras saved under A, loaded under B", not problems and pairs, figure,
+                  "loads, every class the same", "; ".join(problems))], matrix
+
+
+# ---------------------------------------------------------------- 4. training
+
+def compare_training(runs, tol_pp=0.5):
+    """runs: {backend: {"accuracy": test accuracy, "config": train config}}."""
+    accs = {b: 100 * r["accuracy"] for b, r in runs.items()}
+    # The backend name is the one setting that should differ; everything else must match.
+    configs = {b: {k: v for k, v in r["config"].items() if k not in ("backend", "output_dir")}
+               for b, r in runs.items()}
+    first = next(iter(configs.values()))
+    config_diff = [b for b, c in configs.items() if c != first]
+    spread = max(accs.values()) - min(accs.values())
+    figure = ", ".join(f"{b} {a:.2f}%" for b, a in accs.items()) + f"; spread {spread:.2f} pp"
+    detail = f"configs differ under {', '.join(config_diff)}" if config_diff else ""
+    cfg = first
+    name = (f"test accuracy, {cfg['model']} model, {cfg['epochs']} epoch(s), seed {cfg['seed']}"
+            + (f", <= {cfg['max_steps_per_epoch']} steps/epoch" if cfg.get("max_steps_per_epoch") else ""))
+    result = check(4, name, spread <= tol_pp and not config_diff, figure, f"spread <= {tol_pp:g} pp", detail)
+    # With validation_split 0 the per-epoch validation ran on the test set: the spread after each
+    # epoch shows how much of the final figure is luck of the last epoch.
+    curves = [r.get("test_curve") for r in runs.values()]
+    if all(curves) and len({len(c) for c in curves}) == 1:
+        result["per_epoch_spread_pp"] = [round(100 * (max(a) - min(a)), 2) for a in zip(*curves)]
+    return [result]
+
+
+# ---------------------------------------------------------------- report
+
+def markdown(checks, backends, matrix, infos):
+    """The report as markdown: the checks, then each backend's versions, then the load matrix."""
+    lines = ["| level | check | measured | tolerance | result |", "|---|---|---|---|---|"]
+    for c in checks:
+        result = "PASS" if c["passed"] else "**FAIL**"
+        lines.append(f"| {c['level']} {c['area']} | {c['name']} | {c['figure']} | {c['tolerance']} | {result} |")
+    failed = [c for c in checks if not c["passed"]]
+    lines += ["", f"**{'PASS' if not failed else 'FAIL'}**: {len(checks) - len(failed)} of {len(checks)} checks pass."]
+    for c in failed:
+        lines.append(f"- FAIL {c['area']}: {c['name']}: {c['detail'] or c['figure']}")
+    for c in checks:
+        if c.get("per_epoch_spread_pp"):
+            spreads = c["per_epoch_spread_pp"]
+            lines.append(f"- Test accuracy spread after each epoch (pp): {', '.join(f'{v:.2f}' for v in spreads)}; "
+                         f"max {max(spreads):.2f}.")
+    lines += ["", "| backend | version | keras | device | test accuracy | training s |", "|---|---|---|---|---|---|"]
+    for b in backends:
+        i = infos.get(b, {})
+        acc = i.get("accuracy")
+        lines.append(f"| {b} | {i.get('backend_version', '?')} | {i.get('keras_version', '?')} | "
+                     f"{i.get('device', '?')} | {'%.2f%%' % (100 * acc) if acc is not None else '?'} | "
+                     f"{i.get('train_seconds', '?')} |")
+    if matrix:
+        lines += ["", "Same class as the saving backend (rows: saved under, columns: loaded under):", "",
+                  "| saved \\ loaded | " + " | ".join(backends) + " |", "|---" * (len(backends) + 1) + "|"]
+        for a in backends:
+            lines.append(f"| {a} | " + " | ".join("-" if a == b else matrix.get((a, b), "?") for b in backends) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def read_check(folder):
+    """One backend's check.json + check.npz: (meta, numerics outputs, {source: classes})."""
+    folder = Path(folder)
+    meta = runs.read_json(folder / "check.json")
+    with np.load(folder / "check.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    grads = [arrays[f"grad_{i}"] for i in range(len(meta["grad_names"]))]
+    classes = {k[len("classes_from_"):]: v for k, v in arrays.items() if k.startswith("classes_from_")}
+    return meta, {"probs": arrays["probs"], "loss": float(arrays["loss"]), "grads": grads,
+                  "batch": meta["batch"]}, classes
