@@ -1,5 +1,7 @@
 """jax backend: device query and numerics."""
 
+import os
+
 import jax
 
 
@@ -17,3 +19,18 @@ def device_name():
 def configure_numerics():
     # XLA on GPU may use TF32/bf16 passes for float32 matmuls and convolutions by default.
     jax.config.update("jax_default_matmul_precision", "highest")
+
+
+def set_threads(n):
+    """XLA:CPU sizes its thread pools from the CPUs the process may run on, when its client
+    starts (the first op): so this restricts the process to n of its CPUs (Linux), and sets the
+    XLA flags for Eigen's pool too. Flags alone left XNNPACK's pool at every core."""
+    from jax._src import xla_bridge
+
+    if xla_bridge.backends_are_initialized():
+        raise RuntimeError("jax has already started its CPU client, so its threads cannot be set.")
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:n])
+    flags = os.environ.get("XLA_FLAGS", "")
+    os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_multi_thread_eigen={str(n > 1).lower()} " \
+                              f"intra_op_parallelism_threads={n}".strip()

@@ -17,3 +17,12 @@ def device_name():
 
 def configure_numerics():
     tf.config.experimental.enable_tensor_float_32_execution(False)
+
+
+def set_threads(n):
+    # TensorFlow fixes its thread pools when its runtime starts: this must run before the first op.
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(n)
+        tf.config.threading.set_inter_op_parallelism_threads(n)
+    except RuntimeError as e:
+        raise RuntimeError(f"TensorFlow has already started, so its threads cannot be set ({e}).")

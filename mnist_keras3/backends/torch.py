@@ -17,3 +17,8 @@ def device_name():
 def configure_numerics():
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
+
+
+def set_threads(n):
+    # Intra-op threads only: the inter-op pool can be sized once per process and is idle here.
+    torch.set_num_threads(n)
