@@ -83,7 +83,9 @@ def run_job(job, args):
     """One job in a fresh interpreter; returns its result dict (or the error it printed)."""
     spec = {**job, "epochs": args.epochs, "max_samples": args.max_samples, "threads": args.threads,
             "data_dir": args.data_dir, "target": args.target, "max_epochs": args.tta_max_epochs}
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "KERAS_BACKEND": job["backend"]}
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # importable from a checkout
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "KERAS_BACKEND": job["backend"],
+           "PYTHONPATH": os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)}
     if args.threads:  # OpenMP pools (torch, oneDNN) read this at start-up
         env["OMP_NUM_THREADS"] = str(args.threads)
     try:
