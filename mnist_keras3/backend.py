@@ -48,8 +48,11 @@ def resolve_backend(flag=None, config=None, environ=None):
     return found[0], "default (first installed)"
 
 
-def activate(name):
+def activate(name, threads=0):
     """Set KERAS_BACKEND to `name` and import keras under it; return the keras module.
+
+    threads > 0 sizes the backend's CPU thread pools (before its first op, which is why it is
+    set here); 0 leaves the framework's default.
 
     Refuses a keras that was already imported under another backend: Keras reads the backend
     once, at its first import, so a late switch would silently train on the wrong one.
@@ -76,7 +79,10 @@ def activate(name):
 
     # Pin the layout: a stray ~/.keras/keras.json must not change shapes between backends.
     keras.config.set_image_data_format("channels_last")
-    backend_module(name).configure_numerics()
+    mod = backend_module(name)
+    mod.configure_numerics()
+    if threads:
+        mod.set_threads(threads)
     return keras
 
 

@@ -12,24 +12,26 @@ from . import runs
 
 
 class EpochTimer(keras.callbacks.Callback):
-    """Seconds of training per epoch, validation excluded (validation starts on_test_begin)."""
+    """Seconds of training per epoch, validation excluded (validation starts on_test_begin):
+    wall clock (train_seconds) and this process's CPU time (cpu_seconds, all its threads)."""
 
     def __init__(self):
         super().__init__()
-        self.train_seconds = []
+        self.train_seconds, self.cpu_seconds = [], []
         self._t0 = None
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._t0 = time.perf_counter()
+        self._t0, self._c0 = time.perf_counter(), time.process_time()
         self._stopped = None
 
     def on_test_begin(self, logs=None):
         if self._t0 is not None and self._stopped is None:  # validation inside fit
-            self._stopped = time.perf_counter()
+            self._stopped = (time.perf_counter(), time.process_time())
 
     def on_epoch_end(self, epoch, logs=None):
-        end = self._stopped or time.perf_counter()
+        end, cpu_end = self._stopped or (time.perf_counter(), time.process_time())
         self.train_seconds.append(end - self._t0)
+        self.cpu_seconds.append(cpu_end - self._c0)
         self._t0 = None
 
 

@@ -14,6 +14,7 @@ import tomli_w
 from .errors import UsageError
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "nadam")
+LOOPS = ("fit", "native")  # Keras's model.fit, or the backend's own loop (mnist_keras3/loops/)
 
 
 @dataclasses.dataclass
@@ -32,6 +33,10 @@ class TrainConfig:
     data_dir: typing.Optional[str] = None
     max_steps_per_epoch: int = 0  # 0: no cap
     eval_batch_size: int = 1000
+    # "fit": model.fit. "native": the same model and optimizer driven by the backend's own
+    # compiled loop (mnist_keras3/loops/<backend>.py); same run folder, same history keys.
+    loop: str = "fit"
+    threads: int = 0  # CPU threads for the backend's math; 0: the framework's default
 
     def validate(self):
         """Check every value; raise UsageError naming the first bad key."""
@@ -45,6 +50,7 @@ class TrainConfig:
             "validation_split": 0.0 <= self.validation_split < 1.0,
             "max_steps_per_epoch": self.max_steps_per_epoch >= 0,
             "seed": self.seed >= 0,
+            "threads": self.threads >= 0,
             "model": bool(self.model),
             "output_dir": bool(self.output_dir),
         }
@@ -55,6 +61,8 @@ class TrainConfig:
             raise UsageError(
                 f"Expected optimizer among {', '.join(OPTIMIZERS)}. Received: optimizer={self.optimizer!r}"
             )
+        if self.loop not in LOOPS:
+            raise UsageError(f"Expected loop among {', '.join(LOOPS)}. Received: loop={self.loop!r}")
         return self
 
     def to_toml(self):
@@ -73,6 +81,7 @@ _RULES = {
     "validation_split": "expected a number in [0, 1)",
     "max_steps_per_epoch": "expected an integer >= 0; 0 means no cap",
     "seed": "expected an integer >= 0",
+    "threads": "expected an integer >= 0; 0 means the framework's default",
     "model": "expected a model name",
     "output_dir": "expected a folder path",
 }

@@ -6,6 +6,7 @@
     python -m mnist_keras3.train --resume runs/<run>      # continue an interrupted run
 
 argparse -> config -> backend -> data -> model -> fit -> run folder (see runs.py).
+`--loop native` trains the same model with the backend's own compiled loop (mnist_keras3/loops/).
 """
 
 import argparse
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from . import backend as backends
 from . import runs
-from .config import OPTIMIZERS, TrainConfig, build_config
+from .config import LOOPS, OPTIMIZERS, TrainConfig, build_config
 from .errors import Interrupted, TrainingError, UsageError, run_cli
 
 
@@ -40,6 +41,10 @@ def parse_args(argv=None):
                    "MNIST_KERAS3_DATA, the cache, then download)")
     p.add_argument("--max-steps-per-epoch", type=int, help=f"cap on steps per epoch, 0 for none (default: {d.max_steps_per_epoch})")
     p.add_argument("--eval-batch-size", type=int, help=f"batch size for validation and test (default: {d.eval_batch_size})")
+    p.add_argument("--loop", help=f"one of {', '.join(LOOPS)}: Keras's model.fit, or the backend's own "
+                   f"compiled loop over the same model (default: {d.loop})")
+    p.add_argument("--threads", type=int, help="CPU threads for the backend's math, 0 for the "
+                   f"framework's default (default: {d.threads})")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last complete epoch")
     p.add_argument("--dry-run", action="store_true", help="1 epoch of 5 steps: a quick check that everything runs")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as TOML and exit")
@@ -60,7 +65,7 @@ def resolve_config(args):
             raise UsageError(f"{args.resume} is not a run folder (no config.toml). Pass a folder made by train.")
     overrides = {k: getattr(args, k) for k in (
         "model", "epochs", "batch_size", "lr", "optimizer", "validation_split", "seed",
-        "output_dir", "data_dir", "max_steps_per_epoch", "eval_batch_size")}
+        "output_dir", "data_dir", "max_steps_per_epoch", "eval_batch_size", "loop", "threads")}
     if args.resume:
         # The checkpoint carries the model and optimizer: a changed recipe would be silently ignored.
         fixed = [k for k in RESUME_FIXED if overrides[k] is not None]
@@ -75,30 +80,58 @@ def resolve_config(args):
     return cfg, source
 
 
+def build_compiled(cfg):
+    """A fresh model of cfg.model, seeded, compiled as the tutorial's: optimizer, CCE, accuracy."""
+    import keras
+
+    from . import models
+
+    keras.utils.set_random_seed(cfg.seed)
+    model = models.build_model(cfg.model)
+    optimizer = keras.optimizers.get({"class_name": cfg.optimizer, "config": {"learning_rate": cfg.lr}})
+    model.compile(optimizer=optimizer, loss="categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def fit_model(model, cfg, train_data, val_data, callbacks, initial_epoch=0, verbose=0):
+    """model.fit, or the backend's native loop when cfg.loop is "native", for cfg.epochs with
+    these callbacks; returns the steps per epoch. The benchmark times this same function."""
+    steps = math.ceil(len(train_data[0]) / cfg.batch_size)
+    if cfg.max_steps_per_epoch:
+        steps = min(steps, cfg.max_steps_per_epoch)
+    if cfg.loop == "native":
+        from . import loops
+
+        loops.get(cfg.backend).fit(model, train_data, val_data, cfg, callbacks, initial_epoch=initial_epoch,
+                                   steps_per_epoch=steps, verbose=verbose)
+        return steps
+    model.fit(
+        *train_data,
+        batch_size=cfg.batch_size,
+        epochs=cfg.epochs,
+        initial_epoch=initial_epoch,
+        steps_per_epoch=steps,
+        validation_data=val_data,
+        validation_batch_size=cfg.eval_batch_size,
+        shuffle=True,
+        verbose=verbose,
+        callbacks=callbacks,
+    )
+    return steps
+
+
 def train(model, cfg, train_data, val_data, run_dir, initial_epoch=0, history=None):
-    """model.fit with the run's callbacks; returns (checkpoint, stopper, per-epoch seconds, steps)."""
+    """fit_model with the run's callbacks; returns (checkpoint, stopper, per-epoch seconds, steps)."""
     import keras
 
     from .callbacks import Checkpoint, EpochTimer, Reseed, StopOnSignal
 
-    steps = math.ceil(len(train_data[0]) / cfg.batch_size)
-    if cfg.max_steps_per_epoch:
-        steps = min(steps, cfg.max_steps_per_epoch)
     with StopOnSignal() as stopper:
         timer, checkpoint = EpochTimer(), Checkpoint(run_dir, history, stopper)
-        model.fit(
-            *train_data,
-            batch_size=cfg.batch_size,
-            epochs=cfg.epochs,
-            initial_epoch=initial_epoch,
-            steps_per_epoch=steps,
-            validation_data=val_data,
-            validation_batch_size=cfg.eval_batch_size,
-            shuffle=True,
-            # Progress bar on a terminal, one line per epoch in logs and CI.
-            verbose=1 if sys.stdout.isatty() else 2,
-            callbacks=[stopper, Reseed(cfg.seed), timer, keras.callbacks.TerminateOnNaN(), checkpoint],
-        )
+        callbacks = [stopper, Reseed(cfg.seed), timer, keras.callbacks.TerminateOnNaN(), checkpoint]
+        # Progress bar on a terminal, one line per epoch in logs and CI.
+        steps = fit_model(model, cfg, train_data, val_data, callbacks, initial_epoch,
+                          verbose=1 if sys.stdout.isatty() else 2)
     return checkpoint, stopper, timer.train_seconds, steps
 
 
@@ -113,12 +146,12 @@ def main(argv=None):
     if args.print_config:
         print(cfg.to_toml(), end="")
         return 0
-    keras = backends.activate(cfg.backend)
+    keras = backends.activate(cfg.backend, cfg.threads)
     from . import data, models  # both need keras, so only now that the backend is set
 
     info = backends.describe(cfg.backend)
     print(f"backend {info['backend']} {info['backend_version']} ({source}) | keras {info['keras_version']} "
-          f"| device {info['device']}")
+          f"| device {info['device']} | loop {cfg.loop}")
 
     (x_train, y_train), (x_test, y_test) = data.load_mnist(cfg.data_dir)
     x_train, y_train = data.preprocess(x_train, y_train)
@@ -141,10 +174,7 @@ def main(argv=None):
         model = keras.saving.load_model(run_dir / "checkpoint.keras")  # optimizer state included
         print(f"resuming {run_dir} from epoch {initial_epoch}")
     else:
-        keras.utils.set_random_seed(cfg.seed)
-        model = models.build_model(cfg.model)
-        optimizer = keras.optimizers.get({"class_name": cfg.optimizer, "config": {"learning_rate": cfg.lr}})
-        model.compile(optimizer=optimizer, loss="categorical_crossentropy", metrics=["accuracy"])
+        model = build_compiled(cfg)
         run_dir = runs.new_run_dir(cfg.output_dir, cfg.backend, cfg.model)
     runs.write_text(run_dir / "config.toml", cfg.to_toml())
     params = models.parameter_counts(model)

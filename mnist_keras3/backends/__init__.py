@@ -8,6 +8,7 @@
 - export_modules(fmt) -> list of module names Keras's model.export needs for fmt ("onnx",
   "savedmodel") under this backend, or None where this backend cannot export that format
 - loss_and_grads(model, x, y) -> (loss, [gradient per trainable weight]): autodiff differs per backend
+- set_threads(n) -> None: use n CPU threads for the math (n > 0); call before the first op
 
 Import only the module of the active backend: importing one imports its framework.
 """

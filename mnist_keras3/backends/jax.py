@@ -1,5 +1,7 @@
 """jax backend: device query and numerics."""
 
+import os
+
 import jax
 
 
@@ -46,3 +48,18 @@ def loss_and_grads(model, x, y):
 
     loss, grads = jax.value_and_grad(loss_of)([w.value for w in model.trainable_weights])
     return float(loss), [np.asarray(g) for g in grads]
+
+
+def set_threads(n):
+    """XLA:CPU sizes its thread pools from the CPUs the process may run on, when its client
+    starts (the first op): so this restricts the process to n of its CPUs (Linux), and sets the
+    XLA flags for Eigen's pool too. Flags alone left XNNPACK's pool at every core."""
+    from jax._src import xla_bridge
+
+    if xla_bridge.backends_are_initialized():
+        raise RuntimeError("jax has already started its CPU client, so its threads cannot be set.")
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:n])
+    flags = os.environ.get("XLA_FLAGS", "")
+    os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_multi_thread_eigen={str(n > 1).lower()} " \
+                              f"intra_op_parallelism_threads={n}".strip()

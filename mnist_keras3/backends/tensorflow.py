@@ -40,3 +40,12 @@ def loss_and_grads(model, x, y):
         loss = keras.losses.CategoricalCrossentropy()(tf.convert_to_tensor(y), probs)
     grads = tape.gradient(loss, model.trainable_weights)
     return float(loss), [g.numpy() for g in grads]
+
+
+def set_threads(n):
+    # TensorFlow fixes its thread pools when its runtime starts: this must run before the first op.
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(n)
+        tf.config.threading.set_inter_op_parallelism_threads(n)
+    except RuntimeError as e:
+        raise RuntimeError(f"TensorFlow has already started, so its threads cannot be set ({e}).")

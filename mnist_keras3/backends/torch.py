@@ -46,3 +46,8 @@ def loss_and_grads(model, x, y):
     loss.backward()  # Keras variables are torch Parameters: autograd fills .value.grad
     grads = [w.value.grad.detach().cpu().numpy() for w in model.trainable_weights]
     return float(loss.detach().cpu()), grads
+
+
+def set_threads(n):
+    # Intra-op threads only: the inter-op pool can be sized once per process and is idle here.
+    torch.set_num_threads(n)

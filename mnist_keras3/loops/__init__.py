@@ -1,0 +1,104 @@
+"""Native training loops: the same Keras model and optimizer, driven by the backend's own compiled
+loop instead of `model.fit` (`python -m mnist_keras3.train --loop native`).
+
+One contract, one module per backend (torch.py, jax.py, tensorflow.py), same names in each:
+
+- `Trainer(model, x, y)`: holds the training arrays on the device and the compiled step(s);
+  `run(batches) -> (loss_sum, correct, seen)` trains on a (k, batch) array of sample indices,
+  one optimizer step per row; `sync()` writes whatever it holds outside the Keras variables back
+  into them (jax keeps the state as arrays between calls), before validation and checkpoints.
+- `fit(model, train_data, val_data, cfg, callbacks=(), initial_epoch=0, steps_per_epoch=None,
+  verbose=0)` -> history dict {accuracy, loss, val_accuracy, val_loss: [per epoch]}, like `fit`'s;
+  verbose as in `fit` (Keras's own progress bar).
+
+The epoch loop around the trainer is shared (`run_epochs` below), so every backend calls the
+callbacks at the same points as `model.fit` does: on_train_begin, on_epoch_begin, on_train_batch_end
+(once per compiled call of up to STEPS_PER_CALL steps, with the running loss, which is what
+TerminateOnNaN reads), on_test_begin/on_test_end around validation (`model.evaluate`), on_epoch_end
+with the same log keys, on_train_end. Checkpoints, history.csv and metrics.json do not change.
+
+The loss is the compiled one (`model.loss`, e.g. "categorical_crossentropy", mean over the batch)
+and the accuracy is the arg-max accuracy, as `fit` reports them: the epoch's loss is the
+sample-weighted mean of the batch losses. Each epoch draws a fresh permutation from numpy's global
+RNG (seeded per epoch by the Reseed callback) and takes its first `steps_per_epoch` batches; the
+last batch may be short, as in `fit`.
+"""
+
+import importlib
+import math
+
+import numpy as np
+
+STEPS_PER_CALL = 100  # optimizer steps per compiled call (jax, tensorflow): fewer host round trips
+
+
+def get(backend):
+    """The loop module of a backend: mnist_keras3.loops.<backend>."""
+    return importlib.import_module(f"mnist_keras3.loops.{backend}")
+
+
+def epoch_batches(order, batch_size, steps):
+    """Split a permutation into at most `steps` batches of indices: a (k, batch_size) int array of
+    the full batches, then the short last batch (or None), as `fit` would draw them."""
+    order = np.asarray(order, dtype=np.int64)[: steps * batch_size]
+    full = len(order) // batch_size
+    head = order[: full * batch_size].reshape(full, batch_size)  # (k, batch_size)
+    tail = order[full * batch_size:]
+    return head, (tail[None, :] if len(tail) else None)  # (1, rest) or None
+
+
+def calls(head, tail, per_call=STEPS_PER_CALL):
+    """The index arrays for each compiled call: chunks of `per_call` full batches, then the rest."""
+    for start in range(0, len(head), per_call):
+        yield head[start: start + per_call]
+    if tail is not None:
+        yield tail
+
+
+def run_epochs(trainer, model, train_data, val_data, cfg, callbacks=(), initial_epoch=0,
+               steps_per_epoch=None, verbose=0):
+    """The shared epoch loop (see the module docstring); returns the history dict."""
+    import keras
+
+    n = len(train_data[0])
+    steps = steps_per_epoch or math.ceil(n / cfg.batch_size)
+    cbs = callbacks if isinstance(callbacks, keras.callbacks.CallbackList) else keras.callbacks.CallbackList(
+        list(callbacks), model=model, add_history=False, add_progbar=bool(verbose),
+        epochs=cfg.epochs, steps=steps, verbose=verbose)
+    history = {}
+    model.stop_training = False
+    cbs.on_train_begin()
+    for epoch in range(initial_epoch, cfg.epochs):
+        cbs.on_epoch_begin(epoch)  # Reseed seeds numpy here, so the order below is reproducible
+        head, tail = epoch_batches(np.random.permutation(n), cfg.batch_size, steps)
+        loss_sum = correct = seen = 0.0
+        done = 0
+        for batches in calls(head, tail):
+            part = trainer.run(batches)
+            loss_sum, correct, seen = loss_sum + part[0], correct + part[1], seen + part[2]
+            done += len(batches)
+            cbs.on_train_batch_end(done - 1, {"loss": loss_sum / seen})
+            if model.stop_training:
+                break
+        trainer.sync()
+        logs = {"accuracy": correct / seen, "loss": loss_sum / seen}
+        if val_data is not None:
+            val = model.evaluate(*val_data, batch_size=cfg.eval_batch_size, verbose=0,
+                                 return_dict=True, callbacks=cbs)
+            logs.update({f"val_{k}": float(v) for k, v in val.items()})
+        cbs.on_epoch_end(epoch, logs)
+        for k, v in logs.items():
+            history.setdefault(k, []).append(float(v))
+        if model.stop_training:
+            break
+    cbs.on_train_end()
+    return history
+
+
+def check_compiled(model):
+    """The native loops train what train.py compiles: one Keras loss, plus the optimizer."""
+    from ..errors import UsageError
+
+    if getattr(model, "optimizer", None) is None or not isinstance(getattr(model, "loss", None), str):
+        raise UsageError("Expected a model compiled with an optimizer and a named loss (as train.py "
+                         "does) for --loop native. Received: an uncompiled model or a custom loss.")

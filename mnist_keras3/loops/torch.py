@@ -1,0 +1,98 @@
+"""torch: the Keras model is an nn.Module; this loop traces its training forward pass (and the
+loss) once per batch shape with torch.jit.trace and drives autograd and the Keras optimizer
+directly, skipping Keras's per-layer Python call path (most of `fit`'s cost on this model)."""
+
+import warnings
+
+import numpy as np
+import torch
+
+from . import check_compiled, run_epochs
+
+
+class _LossAndHits(torch.nn.Module):
+    """(x, one-hot y) -> (mean loss, number of arg-max hits): one traced graph per step."""
+
+    def __init__(self, model, loss_fn):
+        super().__init__()
+        self.model = model  # a submodule: its parameters are the Keras variables' tensors
+        self.loss_fn = loss_fn
+
+    def forward(self, x, y):
+        probs = self.model(x, training=True)  # (B, 10)
+        loss = torch.mean(self.loss_fn(y, probs))
+        hits = (probs.argmax(-1) == y.argmax(-1)).sum()
+        return loss, hits
+
+
+def drop_layout_copies(graph):
+    """Remove `aten::contiguous` nodes from a traced graph; return how many.
+
+    Keras's torch convolution and pooling make their inputs contiguous after each
+    channels-last <-> channels-first permute; torch's kernels accept any strides, so those copies
+    change the memory layout and nothing else (the values are the same: tested).
+    """
+    nodes = graph.findAllNodes("aten::contiguous")
+    for node in nodes:
+        node.output().replaceAllUsesWith(node.inputsAt(0))
+        node.destroy()
+    torch._C._jit_pass_dce(graph)
+    return len(nodes)
+
+
+class Trainer:
+    def __init__(self, model, x, y):
+        import keras
+
+        check_compiled(model)
+        self.model = model
+        self.optimizer = model.optimizer
+        self.variables = model.trainable_variables
+        if not self.optimizer.built:
+            self.optimizer.build(self.variables)
+        # Keras puts its tensors on the accelerator when there is one; the data goes there once.
+        self.x = keras.ops.convert_to_tensor(x)
+        self.y = keras.ops.convert_to_tensor(y)
+        self.device = self.x.device
+        self.net = _LossAndHits(model, keras.losses.get(model.loss))
+        self.steps = {}  # batch size -> traced step (a short last batch gets its own)
+        self.traced = True
+
+    def _step_fn(self, xb, yb):
+        n = xb.shape[0]
+        if n not in self.steps:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", torch.jit.TracerWarning)
+                    fn = torch.jit.trace(self.net, (xb, yb), check_trace=False)
+                drop_layout_copies(fn.graph)
+            except Exception:  # a layer tracing cannot follow: run it eagerly, still correct
+                fn, self.traced = self.net, False
+            self.steps[n] = fn
+        return self.steps[n]
+
+    def run(self, batches):
+        idx = torch.from_numpy(np.ascontiguousarray(batches)).to(self.device)  # (k, B)
+        params = [v.value for v in self.variables]
+        loss_sum = torch.zeros((), device=self.device)
+        hits = torch.zeros((), dtype=torch.int64, device=self.device)
+        for b in idx:
+            xb, yb = self.x.index_select(0, b), self.y.index_select(0, b)  # (B, 28, 28, 1), (B, 10)
+            for p in params:
+                p.grad = None
+            loss, h = self._step_fn(xb, yb)(xb, yb)
+            loss.backward()
+            with torch.no_grad():
+                self.optimizer.apply([p.grad for p in params], self.variables)
+                loss_sum += loss.detach() * len(b)
+                hits += h
+        return float(loss_sum), int(hits), int(idx.numel())
+
+    def sync(self):
+        pass  # the Keras variables are the tensors this loop updated
+
+
+def fit(model, train_data, val_data, cfg, callbacks=(), initial_epoch=0, steps_per_epoch=None, verbose=0):
+    trainer = Trainer(model, *train_data)
+    return run_epochs(trainer, model, train_data, val_data, cfg, callbacks, initial_epoch, steps_per_epoch,
+                      verbose)

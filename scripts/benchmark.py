@@ -1,0 +1,14 @@
+#!/usr/bin/env python
+"""Training speed of every installed backend against a plain PyTorch loop: the same as
+`python -m mnist_keras3.bench` (see `--help`), runnable from a checkout without installing."""
+
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+from mnist_keras3.bench import main  # noqa: E402
+from mnist_keras3.errors import run_cli  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

@@ -1,0 +1,84 @@
+"""The benchmark: ratios against the reference, its table and JSON, and the GPU check script."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import BACKEND, REPO
+from mnist_keras3 import bench
+from mnist_keras3.errors import UsageError
+
+
+def _result(backend, loop, bs, per_s, per_cpu_s, rss=500.0):
+    return {"backend": backend, "loop": loop, "batch_size": bs, "samples_per_s": per_s,
+            "samples_per_cpu_s": per_cpu_s, "peak_rss_mb": rss, "device": "CPU"}
+
+
+def test_summary_takes_medians_and_divides_by_the_reference_at_the_same_batch():
+    speed = [
+        _result("torch", "reference", 32, [100.0, 110.0, 90.0], [200.0, 200.0, 200.0]),
+        _result("torch", "reference", 32, [105.0], [200.0]),  # a second round
+        _result("jax", "native", 32, [150.0, 160.0, 140.0], [500.0, 500.0, 500.0], rss=900.0),
+        _result("torch", "reference", 64, [200.0], [300.0]),
+        _result("jax", "native", 64, [100.0], [150.0]),
+        {"backend": "tensorflow", "loop": "fit", "batch_size": 64, "error": "boom"},
+    ]
+    rows = bench.summarize(speed, [], [32, 64])
+    by = {(r["backend"], r["loop"], r["batch_size"]): r for r in rows}
+    assert by[("torch", "reference", 32)]["samples_per_s"] == 102.5  # median of 100, 110, 90, 105
+    assert by[("jax", "native", 32)]["ratio"] == round(150 / 102.5, 2)
+    assert by[("jax", "native", 32)]["cpu_ratio"] == 2.5 and by[("jax", "native", 32)]["peak_rss_mb"] == 900.0
+    assert by[("jax", "native", 64)]["ratio"] == 0.5
+    assert by[("tensorflow", "fit", 64)]["error"] == "boom" and by[("tensorflow", "fit", 64)]["ratio"] is None
+    assert [r["loop"] for r in rows][:2] == ["reference", "native"]  # the reference heads each batch size
+    info = {"device": "CPU", "cpu": "x", "cores": 2, "load_average_start": [1], "load_average_end": [1]}
+    args = bench.parse_args(["--threads", "1"])
+    table = bench.markdown(rows, [], info, args)
+    assert "| 32 | plain PyTorch (reference) | - | 102 | 1.00x |" in table
+    assert "| 64 | tensorflow | fit | error: boom |" in table
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["--backends", "theano"], "Expected backends among"),
+    (["--loops", "fast"], "Expected loops among"),
+    (["--batch-sizes", "32,x"], "Expected comma-separated integers"),
+])
+def test_bad_benchmark_arguments(argv, match):
+    with pytest.raises(UsageError, match=match):
+        bench.plan(bench.parse_args(argv))
+
+
+@pytest.mark.e2e
+def test_benchmark_runs_end_to_end_and_writes_json(mnist_dir, tmp_path):
+    out_json = tmp_path / "b.json"
+    env = {**os.environ, "MNIST_KERAS3_DATA": str(mnist_dir)}
+    out = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "benchmark.py"), "--backends", BACKEND, "--loops", "native",
+         "--batch-sizes", "16", "--epochs", "1", "--max-samples", "320", "--rounds", "1",
+         "--target", "0.5", "--tta-max-epochs", "1", "--tta-batch-size", "64", "--json", out_json],
+        capture_output=True, text=True, timeout=900, env=env, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out_json.read_text())
+    rows = {(r["backend"], r["loop"]): r for r in result["summary"]}
+    assert rows[(BACKEND, "native")]["samples_per_s"] > 0 and rows[(BACKEND, "native")]["device"] == "CPU"
+    assert rows[(BACKEND, "native")]["peak_rss_mb"] > 100  # a Python process with a framework and MNIST
+    if "torch" in bench.backends.installed_backends():
+        assert rows[("torch", "reference")]["ratio"] == 1.0 and rows[(BACKEND, "native")]["ratio"] > 0
+    tta = {(r["backend"], r["loop"]): r for r in result["time_to_accuracy"]}
+    # One epoch of batch 64 passes 50% test accuracy under every backend.
+    assert tta[(BACKEND, "native")]["seconds"] > 0 and tta[(BACKEND, "native")]["accuracy"] >= 0.5
+    assert "plain PyTorch" in out.stdout and "x plain PyTorch" in result["markdown"]
+
+
+@pytest.mark.e2e
+def test_gpu_check_script_reports_the_device(mnist_dir):
+    env = {**os.environ, "PYTHON": sys.executable, "BACKENDS": BACKEND, "LOOPS": "native", "MAX_STEPS": "5",
+           "MNIST_KERAS3_DATA": str(mnist_dir)}
+    out = subprocess.run(["bash", str(REPO / "scripts" / "gpu_check.sh")], capture_output=True, text=True,
+                         timeout=600, env=env)
+    assert out.returncode == 0, out.stdout + out.stderr[-2000:]
+    line = next(l for l in out.stdout.splitlines() if l.startswith(BACKEND))
+    assert "native" in line and "CPU" in line
