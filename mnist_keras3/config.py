@@ -14,6 +14,9 @@ import tomli_w
 from .errors import UsageError
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "nadam")
+LR_SCHEDULES = ("none", "cosine")
+DATASETS = ("mnist", "fashion_mnist", "cifar10")  # and "folder:PATH"
+DISTRIBUTIONS = ("none", "data-parallel")
 
 
 @dataclasses.dataclass
@@ -32,6 +35,9 @@ class TrainConfig:
     data_dir: typing.Optional[str] = None
     max_steps_per_epoch: int = 0  # 0: no cap
     eval_batch_size: int = 1000
+    lr_schedule: str = "none"  # "cosine": cosine decay from lr to 0 over all training steps
+    dataset: str = "mnist"  # mnist, fashion_mnist, cifar10 or folder:PATH (one sub-folder per class)
+    distribute: str = "none"  # "data-parallel": keras.distribution.DataParallel (jax backend)
 
     def validate(self):
         """Check every value; raise UsageError naming the first bad key."""
@@ -51,6 +57,13 @@ class TrainConfig:
         for key, ok in checks.items():
             if not ok:
                 raise UsageError(f"Invalid value for {key}: {getattr(self, key)!r} ({_RULES[key]})")
+        for key, allowed in (("lr_schedule", LR_SCHEDULES), ("distribute", DISTRIBUTIONS)):
+            if getattr(self, key) not in allowed:
+                raise UsageError(f"Expected {key} among {', '.join(allowed)}. "
+                                 f"Received: {key}={getattr(self, key)!r}")
+        if self.dataset not in DATASETS and not (self.dataset.startswith("folder:") and self.dataset[7:]):
+            raise UsageError(f"Expected dataset among {', '.join(DATASETS)} or folder:PATH. "
+                             f"Received: dataset={self.dataset!r}")
         if self.optimizer not in OPTIMIZERS:
             raise UsageError(
                 f"Expected optimizer among {', '.join(OPTIMIZERS)}. Received: optimizer={self.optimizer!r}"

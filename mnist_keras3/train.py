@@ -9,7 +9,6 @@ argparse -> config -> backend -> data -> model -> fit -> run folder (see runs.py
 """
 
 import argparse
-import math
 import platform
 import sys
 import time
@@ -17,7 +16,7 @@ from pathlib import Path
 
 from . import backend as backends
 from . import runs
-from .config import OPTIMIZERS, TrainConfig, build_config
+from .config import DATASETS, DISTRIBUTIONS, LR_SCHEDULES, OPTIMIZERS, TrainConfig, build_config
 from .errors import Interrupted, TrainingError, UsageError, run_cli
 
 
@@ -40,6 +39,11 @@ def parse_args(argv=None):
                    "MNIST_KERAS3_DATA, the cache, then download)")
     p.add_argument("--max-steps-per-epoch", type=int, help=f"cap on steps per epoch, 0 for none (default: {d.max_steps_per_epoch})")
     p.add_argument("--eval-batch-size", type=int, help=f"batch size for validation and test (default: {d.eval_batch_size})")
+    p.add_argument("--lr-schedule", help=f"one of {', '.join(LR_SCHEDULES)} (default: {d.lr_schedule})")
+    p.add_argument("--dataset", help=f"one of {', '.join(DATASETS)}, or folder:PATH with one sub-folder "
+                   f"of images per class (default: {d.dataset})")
+    p.add_argument("--distribute", help=f"one of {', '.join(DISTRIBUTIONS)}; data-parallel needs the jax "
+                   f"backend (default: {d.distribute})")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last complete epoch")
     p.add_argument("--dry-run", action="store_true", help="1 epoch of 5 steps: a quick check that everything runs")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as TOML and exit")
@@ -48,7 +52,7 @@ def parse_args(argv=None):
 
 
 RESUME_FIXED = ("model", "batch_size", "lr", "optimizer", "validation_split", "seed", "output_dir",
-                "max_steps_per_epoch")
+                "max_steps_per_epoch", "lr_schedule", "dataset")
 
 
 def resolve_config(args):
@@ -60,7 +64,8 @@ def resolve_config(args):
             raise UsageError(f"{args.resume} is not a run folder (no config.toml). Pass a folder made by train.")
     overrides = {k: getattr(args, k) for k in (
         "model", "epochs", "batch_size", "lr", "optimizer", "validation_split", "seed",
-        "output_dir", "data_dir", "max_steps_per_epoch", "eval_batch_size")}
+        "output_dir", "data_dir", "max_steps_per_epoch", "eval_batch_size", "lr_schedule", "dataset",
+        "distribute")}
     if args.resume:
         # The checkpoint carries the model and optimizer: a changed recipe would be silently ignored.
         fixed = [k for k in RESUME_FIXED if overrides[k] is not None]
@@ -80,10 +85,9 @@ def train(model, cfg, train_data, val_data, run_dir, initial_epoch=0, history=No
     import keras
 
     from .callbacks import Checkpoint, EpochTimer, Reseed, StopOnSignal
+    from .optimizers import steps_per_epoch
 
-    steps = math.ceil(len(train_data[0]) / cfg.batch_size)
-    if cfg.max_steps_per_epoch:
-        steps = min(steps, cfg.max_steps_per_epoch)
+    steps = steps_per_epoch(len(train_data[0]), cfg)
     with StopOnSignal() as stopper:
         timer, checkpoint = EpochTimer(), Checkpoint(run_dir, history, stopper)
         model.fit(
@@ -114,16 +118,19 @@ def main(argv=None):
         print(cfg.to_toml(), end="")
         return 0
     keras = backends.activate(cfg.backend)
-    from . import data, models  # both need keras, so only now that the backend is set
+    from . import callbacks, data, datasets, distribute, models, optimizers  # need keras: only now
 
+    distribution = distribute.setup(cfg)  # before anything touches a device
     info = backends.describe(cfg.backend)
     print(f"backend {info['backend']} {info['backend_version']} ({source}) | keras {info['keras_version']} "
           f"| device {info['device']}")
 
-    (x_train, y_train), (x_test, y_test) = data.load_mnist(cfg.data_dir)
-    x_train, y_train = data.preprocess(x_train, y_train)
-    x_test, y_test = data.preprocess(x_test, y_test)
-    train_data, val_data = data.split_validation(x_train, y_train, cfg.validation_split)
+    ds = datasets.load(cfg.dataset, cfg.data_dir, cfg.seed)  # float32 (N, H, W, C), one-hot (N, K)
+    x_test, y_test = ds.x_test, ds.y_test
+    print(f"data {ds.name}: {len(ds.x_train):,} train, {len(x_test):,} test images of shape {ds.input_shape}, "
+          f"{ds.num_classes} classes" + (f" | {distribution['type']} over {distribution['device_count']} devices"
+                                         if cfg.distribute != "none" else ""))
+    train_data, val_data = data.split_validation(ds.x_train, ds.y_train, cfg.validation_split)
     if val_data is None:
         val_data = (x_test, y_test)
 
@@ -142,8 +149,8 @@ def main(argv=None):
         print(f"resuming {run_dir} from epoch {initial_epoch}")
     else:
         keras.utils.set_random_seed(cfg.seed)
-        model = models.build_model(cfg.model)
-        optimizer = keras.optimizers.get({"class_name": cfg.optimizer, "config": {"learning_rate": cfg.lr}})
+        model = models.build_model(cfg.model, ds.input_shape, ds.num_classes)
+        optimizer = optimizers.build_optimizer(cfg, optimizers.steps_per_epoch(len(train_data[0]), cfg))
         model.compile(optimizer=optimizer, loss="categorical_crossentropy", metrics=["accuracy"])
         run_dir = runs.new_run_dir(cfg.output_dir, cfg.backend, cfg.model)
     runs.write_text(run_dir / "config.toml", cfg.to_toml())
@@ -181,11 +188,15 @@ def main(argv=None):
         "python": platform.python_version(),
         "model": cfg.model,
         "parameters": params,
+        "dataset": ds.describe(),
+        "distribution": distribution,
         "config": {k: v for k, v in vars(cfg).items()},
         "validation_source": "test set" if not cfg.validation_split else f"last {cfg.validation_split:g} of training set",
         "history": history,
         "test": test_metrics,
         "train_seconds_this_session": round(train_seconds, 3),
+        # First epoch whose val_accuracy (the test set when validation_split = 0) reached each mark.
+        "time_to_val_accuracy": callbacks.time_to_accuracy(history, seconds, initial_epoch),
         "epochs_this_session": len(seconds),
         "train_samples_per_second": round(len(seconds) * min(n_samples, len(train_data[0])) / train_seconds, 1)
         if train_seconds else None,
