@@ -133,6 +133,9 @@ def main(argv=None):
     train_data, val_data = data.split_validation(ds.x_train, ds.y_train, cfg.validation_split)
     if val_data is None:
         val_data = (x_test, y_test)
+    if cfg.distribute != "none":
+        split = distribute.trim_to_devices(distribution, train=train_data, val=val_data, test=(x_test, y_test))
+        train_data, val_data, (x_test, y_test) = split["train"], split["val"], split["test"]
 
     history, initial_epoch = {}, 0
     if args.resume:
