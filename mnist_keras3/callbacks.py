@@ -35,6 +35,18 @@ class EpochTimer(keras.callbacks.Callback):
         self._t0 = None
 
 
+def time_to_accuracy(history, seconds, initial_epoch=0, marks=(0.99, 0.995)):
+    """{mark: {"epoch", "train_seconds"}} for the first epoch with val_accuracy >= mark, training
+    seconds summed up to it; None for a resumed run, whose earlier sessions were not timed here."""
+    if initial_epoch or "val_accuracy" not in history:
+        return None
+    out = {}
+    for mark in marks:
+        hit = next((i for i, acc in enumerate(history["val_accuracy"]) if acc >= mark), None)
+        out[f"{mark:g}"] = None if hit is None else {"epoch": hit + 1, "train_seconds": round(sum(seconds[:hit + 1]), 3)}
+    return out
+
+
 class Checkpoint(keras.callbacks.Callback):
     """After each complete epoch with a finite loss: checkpoint.keras (model + optimizer state),
     then checkpoint.json (the epoch and the history so far) and history.csv, each written

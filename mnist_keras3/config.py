@@ -15,6 +15,9 @@ from .errors import UsageError
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "nadam")
 LOOPS = ("fit", "native")  # Keras's model.fit, or the backend's own loop (mnist_keras3/loops/)
+LR_SCHEDULES = ("none", "cosine")
+DATASETS = ("mnist", "fashion_mnist", "cifar10")  # and "folder:PATH"
+DISTRIBUTIONS = ("none", "data-parallel")
 
 
 @dataclasses.dataclass
@@ -37,6 +40,9 @@ class TrainConfig:
     # compiled loop (mnist_keras3/loops/<backend>.py); same run folder, same history keys.
     loop: str = "fit"
     threads: int = 0  # CPU threads for the backend's math; 0: the framework's default
+    lr_schedule: str = "none"  # "cosine": cosine decay from lr to 0 over all training steps
+    dataset: str = "mnist"  # mnist, fashion_mnist, cifar10 or folder:PATH (one sub-folder per class)
+    distribute: str = "none"  # "data-parallel": keras.distribution.DataParallel (jax backend)
 
     def validate(self):
         """Check every value; raise UsageError naming the first bad key."""
@@ -57,6 +63,13 @@ class TrainConfig:
         for key, ok in checks.items():
             if not ok:
                 raise UsageError(f"Invalid value for {key}: {getattr(self, key)!r} ({_RULES[key]})")
+        for key, allowed in (("lr_schedule", LR_SCHEDULES), ("distribute", DISTRIBUTIONS)):
+            if getattr(self, key) not in allowed:
+                raise UsageError(f"Expected {key} among {', '.join(allowed)}. "
+                                 f"Received: {key}={getattr(self, key)!r}")
+        if self.dataset not in DATASETS and not (self.dataset.startswith("folder:") and self.dataset[7:]):
+            raise UsageError(f"Expected dataset among {', '.join(DATASETS)} or folder:PATH. "
+                             f"Received: dataset={self.dataset!r}")
         if self.optimizer not in OPTIMIZERS:
             raise UsageError(
                 f"Expected optimizer among {', '.join(OPTIMIZERS)}. Received: optimizer={self.optimizer!r}"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from . import backend as backends
 from . import runs
-from .config import LOOPS, OPTIMIZERS, TrainConfig, build_config
+from .config import DATASETS, DISTRIBUTIONS, LOOPS, LR_SCHEDULES, OPTIMIZERS, TrainConfig, build_config
 from .errors import Interrupted, TrainingError, UsageError, run_cli
 
 
@@ -45,6 +45,11 @@ def parse_args(argv=None):
                    f"compiled loop over the same model (default: {d.loop})")
     p.add_argument("--threads", type=int, help="CPU threads for the backend's math, 0 for the "
                    f"framework's default (default: {d.threads})")
+    p.add_argument("--lr-schedule", help=f"one of {', '.join(LR_SCHEDULES)} (default: {d.lr_schedule})")
+    p.add_argument("--dataset", help=f"one of {', '.join(DATASETS)}, or folder:PATH with one sub-folder "
+                   f"of images per class (default: {d.dataset})")
+    p.add_argument("--distribute", help=f"one of {', '.join(DISTRIBUTIONS)}; data-parallel needs the jax "
+                   f"backend (default: {d.distribute})")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last complete epoch")
     p.add_argument("--dry-run", action="store_true", help="1 epoch of 5 steps: a quick check that everything runs")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as TOML and exit")
@@ -53,7 +58,7 @@ def parse_args(argv=None):
 
 
 RESUME_FIXED = ("model", "batch_size", "lr", "optimizer", "validation_split", "seed", "output_dir",
-                "max_steps_per_epoch")
+                "max_steps_per_epoch", "lr_schedule", "dataset")
 
 
 def resolve_config(args):
@@ -65,7 +70,8 @@ def resolve_config(args):
             raise UsageError(f"{args.resume} is not a run folder (no config.toml). Pass a folder made by train.")
     overrides = {k: getattr(args, k) for k in (
         "model", "epochs", "batch_size", "lr", "optimizer", "validation_split", "seed",
-        "output_dir", "data_dir", "max_steps_per_epoch", "eval_batch_size", "loop", "threads")}
+        "output_dir", "data_dir", "max_steps_per_epoch", "eval_batch_size", "loop", "threads",
+        "lr_schedule", "dataset", "distribute")}
     if args.resume:
         # The checkpoint carries the model and optimizer: a changed recipe would be silently ignored.
         fixed = [k for k in RESUME_FIXED if overrides[k] is not None]
@@ -80,15 +86,15 @@ def resolve_config(args):
     return cfg, source
 
 
-def build_compiled(cfg):
+def build_compiled(cfg, input_shape=(28, 28, 1), num_classes=10, steps_per_epoch=None):
     """A fresh model of cfg.model, seeded, compiled as the tutorial's: optimizer, CCE, accuracy."""
     import keras
 
-    from . import models
+    from . import models, optimizers
 
     keras.utils.set_random_seed(cfg.seed)
-    model = models.build_model(cfg.model)
-    optimizer = keras.optimizers.get({"class_name": cfg.optimizer, "config": {"learning_rate": cfg.lr}})
+    model = models.build_model(cfg.model, input_shape, num_classes)
+    optimizer = optimizers.build_optimizer(cfg, steps_per_epoch or 1)
     model.compile(optimizer=optimizer, loss="categorical_crossentropy", metrics=["accuracy"])
     return model
 
@@ -147,18 +153,24 @@ def main(argv=None):
         print(cfg.to_toml(), end="")
         return 0
     keras = backends.activate(cfg.backend, cfg.threads)
-    from . import data, models  # both need keras, so only now that the backend is set
+    from . import callbacks, data, datasets, distribute, models, optimizers  # need keras: only now
 
+    distribution = distribute.setup(cfg)  # before anything touches a device
     info = backends.describe(cfg.backend)
     print(f"backend {info['backend']} {info['backend_version']} ({source}) | keras {info['keras_version']} "
           f"| device {info['device']} | loop {cfg.loop}")
 
-    (x_train, y_train), (x_test, y_test) = data.load_mnist(cfg.data_dir)
-    x_train, y_train = data.preprocess(x_train, y_train)
-    x_test, y_test = data.preprocess(x_test, y_test)
-    train_data, val_data = data.split_validation(x_train, y_train, cfg.validation_split)
+    ds = datasets.load(cfg.dataset, cfg.data_dir, cfg.seed)  # float32 (N, H, W, C), one-hot (N, K)
+    x_test, y_test = ds.x_test, ds.y_test
+    print(f"data {ds.name}: {len(ds.x_train):,} train, {len(x_test):,} test images of shape {ds.input_shape}, "
+          f"{ds.num_classes} classes" + (f" | {distribution['type']} over {distribution['device_count']} devices"
+                                         if cfg.distribute != "none" else ""))
+    train_data, val_data = data.split_validation(ds.x_train, ds.y_train, cfg.validation_split)
     if val_data is None:
         val_data = (x_test, y_test)
+    if cfg.distribute != "none":
+        split = distribute.trim_to_devices(distribution, train=train_data, val=val_data, test=(x_test, y_test))
+        train_data, val_data, (x_test, y_test) = split["train"], split["val"], split["test"]
 
     history, initial_epoch = {}, 0
     if args.resume:
@@ -174,7 +186,8 @@ def main(argv=None):
         model = keras.saving.load_model(run_dir / "checkpoint.keras")  # optimizer state included
         print(f"resuming {run_dir} from epoch {initial_epoch}")
     else:
-        model = build_compiled(cfg)
+        model = build_compiled(cfg, ds.input_shape, ds.num_classes,
+                               optimizers.steps_per_epoch(len(train_data[0]), cfg))
         run_dir = runs.new_run_dir(cfg.output_dir, cfg.backend, cfg.model)
     runs.write_text(run_dir / "config.toml", cfg.to_toml())
     params = models.parameter_counts(model)
@@ -211,11 +224,15 @@ def main(argv=None):
         "python": platform.python_version(),
         "model": cfg.model,
         "parameters": params,
+        "dataset": ds.describe(),
+        "distribution": distribution,
         "config": {k: v for k, v in vars(cfg).items()},
         "validation_source": "test set" if not cfg.validation_split else f"last {cfg.validation_split:g} of training set",
         "history": history,
         "test": test_metrics,
         "train_seconds_this_session": round(train_seconds, 3),
+        # First epoch whose val_accuracy (the test set when validation_split = 0) reached each mark.
+        "time_to_val_accuracy": callbacks.time_to_accuracy(history, seconds, initial_epoch),
         "epochs_this_session": len(seconds),
         "train_samples_per_second": round(len(seconds) * min(n_samples, len(train_data[0])) / train_seconds, 1)
         if train_seconds else None,

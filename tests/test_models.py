@@ -4,6 +4,8 @@ import pytest
 EXPECTED = {  # name: (total, trainable)
     "tutorial": (1198, 1198),
     "tutorial-bn": (2190, 2174),
+    "strong": (141994, 141418),
+    "strong-noaug": (141994, 141418),
 }
 
 
@@ -29,5 +31,5 @@ def test_registry_rejects_unknown_names(keras):
     from mnist_keras3 import models
     from mnist_keras3.errors import UsageError
 
-    with pytest.raises(UsageError, match="Expected a model among tutorial, tutorial-bn. Received: model='lenet'"):
+    with pytest.raises(UsageError, match="Expected a model among strong, strong-noaug, tutorial, tutorial-bn. Received: model='lenet'"):
         models.build_model("lenet")

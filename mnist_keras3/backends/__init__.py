@@ -9,6 +9,8 @@
   "savedmodel") under this backend, or None where this backend cannot export that format
 - loss_and_grads(model, x, y) -> (loss, [gradient per trainable weight]): autodiff differs per backend
 - set_threads(n) -> None: use n CPU threads for the math (n > 0); call before the first op
+- data_parallel(cfg) -> (keras.distribution.Distribution, info dict for metrics.json), or a
+  UsageError naming the backend's own tool where Keras has no distribution engine for it
 
 Import only the module of the active backend: importing one imports its framework.
 """

@@ -1,8 +1,10 @@
-"""jax backend: device query and numerics."""
+"""jax backend: device query, numerics and data parallelism."""
 
 import os
 
 import jax
+
+from ..errors import UsageError
 
 
 def framework_version():
@@ -63,3 +65,27 @@ def set_threads(n):
     flags = os.environ.get("XLA_FLAGS", "")
     os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_multi_thread_eigen={str(n > 1).lower()} " \
                               f"intra_op_parallelism_threads={n}".strip()
+
+
+def data_parallel(cfg):
+    """keras.distribution.DataParallel over every device JAX sees on this host.
+
+    GPUs/TPUs as found; on CPU, XLA_FLAGS=--xla_force_host_platform_device_count=N makes N host
+    devices. Each batch is split along its first axis, one slice per device, so the batch sizes
+    must divide evenly. (Multi-host is Keras's keras.distribution.initialize(), see the README.)
+    """
+    import keras
+
+    devices = keras.distribution.list_devices()
+    for key in ("batch_size", "eval_batch_size"):
+        if getattr(cfg, key) % len(devices):
+            raise UsageError(f"Expected {key} divisible by the {len(devices)} devices of --distribute "
+                             f"data-parallel. Received: {key}={getattr(cfg, key)}")
+    distribution = keras.distribution.DataParallel(devices=devices)
+    return distribution, {
+        "type": "DataParallel",
+        "device_count": len(devices),
+        "devices": devices,
+        "mesh_shape": [int(d) for d in distribution.device_mesh.shape],
+        "batch_axis": distribution.batch_dim_name,
+    }

@@ -1,6 +1,8 @@
-"""tensorflow backend: device query and numerics."""
+"""tensorflow backend: device query, numerics, and (not) data parallelism."""
 
 import tensorflow as tf
+
+from ..errors import UsageError
 
 
 def framework_version():
@@ -49,3 +51,10 @@ def set_threads(n):
         tf.config.threading.set_inter_op_parallelism_threads(n)
     except RuntimeError as e:
         raise RuntimeError(f"TensorFlow has already started, so its threads cannot be set ({e}).")
+
+
+def data_parallel(cfg):
+    # keras.distribution has no tensorflow implementation in Keras 3: say what to use instead.
+    raise UsageError(f"Expected backend jax for --distribute data-parallel (Keras's DataParallel runs on "
+                     f"jax). Received: backend={cfg.backend!r}. Use --backend jax, or for tensorflow use "
+                     "a tf.distribute strategy (tf.distribute.MirroredStrategy) in your own script.")

@@ -1,6 +1,8 @@
-"""torch backend: device query and numerics."""
+"""torch backend: device query, numerics, and (not) data parallelism."""
 
 import torch
+
+from ..errors import UsageError
 
 
 def framework_version():
@@ -51,3 +53,10 @@ def loss_and_grads(model, x, y):
 def set_threads(n):
     # Intra-op threads only: the inter-op pool can be sized once per process and is idle here.
     torch.set_num_threads(n)
+
+
+def data_parallel(cfg):
+    # keras.distribution has no torch implementation in Keras 3: say what to use instead.
+    raise UsageError(f"Expected backend jax for --distribute data-parallel (Keras's DataParallel runs on "
+                     f"jax). Received: backend={cfg.backend!r}. Use --backend jax, or for torch use "
+                     "torch DDP (torch.nn.parallel.DistributedDataParallel) launched with torchrun.")
