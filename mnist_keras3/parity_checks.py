@@ -107,7 +107,7 @@ def compare_numerics(outputs, prob_tol=1e-5, rel_tol=1e-4):
         check(2, f"loss of one batch of {ref['batch']}", worst_l <= rel_tol,
               f"relative diff {worst_l:.2e} (loss {ref['loss']:.6f})", f"<= {rel_tol:g} relative"),
         check(2, f"gradients of one batch ({len(ref['grads'])} tensors)", worst_g <= rel_tol,
-              f"max relative diff {worst_g:.2e}", f"<= {rel_tol:g} relative (max|diff| / max|ref| per tensor)"),
+              f"max relative diff {worst_g:.2e}", f"<= {rel_tol:g} relative (max abs diff / max abs value, per tensor)"),
     ]
 
 
@@ -167,12 +167,17 @@ def compare_training(runs, tol_pp=0.5):
 
 # ---------------------------------------------------------------- report
 
+def cell(text):
+    return str(text).replace("|", "\\|")  # a bare | would split the table cell
+
+
 def markdown(checks, backends, matrix, infos):
     """The report as markdown: the checks, then each backend's versions, then the load matrix."""
     lines = ["| level | check | measured | tolerance | result |", "|---|---|---|---|---|"]
     for c in checks:
         result = "PASS" if c["passed"] else "**FAIL**"
-        lines.append(f"| {c['level']} {c['area']} | {c['name']} | {c['figure']} | {c['tolerance']} | {result} |")
+        lines.append(f"| {c['level']} {c['area']} | {cell(c['name'])} | {cell(c['figure'])} | "
+                     f"{cell(c['tolerance'])} | {result} |")
     failed = [c for c in checks if not c["passed"]]
     lines += ["", f"**{'PASS' if not failed else 'FAIL'}**: {len(checks) - len(failed)} of {len(checks)} checks pass."]
     for c in failed:
