@@ -35,25 +35,28 @@ def test_bad_loop_settings_name_the_key(tmp_path, text, match):
         build_config(p)
 
 
-def _pair(keras):
+def _pair(keras, optimizer="adam"):
     """Two identically initialised, compiled tutorial models."""
     from mnist_keras3.train import build_compiled
 
-    cfg = TrainConfig(backend=BACKEND)
+    cfg = TrainConfig(backend=BACKEND, optimizer=optimizer)
     a, b = build_compiled(cfg), build_compiled(cfg)
     for wa, wb in zip(a.get_weights(), b.get_weights()):
         np.testing.assert_array_equal(wa, wb)
     return a, b
 
 
-def test_native_steps_make_the_same_updates_as_keras(keras, small_batch):
+@pytest.mark.parametrize("optimizer", ["adam", "rmsprop"])  # torch: the fused Adam, and the general path
+def test_native_steps_make_the_same_updates_as_keras(keras, small_batch, optimizer):
     """Three optimizer steps on the same batches: Keras's train_on_batch vs the native trainer."""
     x, y = small_batch  # 64 real test images
-    keras_model, native_model = _pair(keras)
+    keras_model, native_model = _pair(keras, optimizer)
     batches = np.arange(48).reshape(3, 16)
     for b in batches:
         keras_model.train_on_batch(x[b], y[b])
     trainer = loops.get(BACKEND).Trainer(native_model, x, y)
+    if BACKEND == "torch":
+        assert (trainer.fused is not None) == (optimizer == "adam")
     loss_sum, hits, seen = trainer.run(batches)
     trainer.sync()
     assert seen == 48 and 0 <= hits <= 48 and np.isfinite(loss_sum)
