@@ -1,17 +1,18 @@
 """Faster CPU kernels for the jax loop, swapped in by rewriting the traced program, not the model.
 
-Profiled on a 2-core CPU (docs/speed.md), XLA:CPU spends most of a training step of the tutorial
-CNN (batch 32) in three kernels that are slow for 1- and 4-channel tensors: the forward
-convolutions (1.1 ms and 0.4 ms, where the same sums written as shifted broadcast multiply-adds
-take 0.08 ms each), the input gradient of the second convolution (0.85 ms; 0.1 ms as shifted
-sums) and the max-pool gradient (`select_and_scatter`, 0.9 ms; about half with an arg-max mask).
+Profiled on a 2-core CPU (docs/speed.md), XLA:CPU spent most of a training step of the tutorial
+CNN (batch 32, 3.6 ms) in kernels that are slow for 1- and 4-channel tensors: the forward
+convolutions (1.1 ms and 0.4 ms), the second convolution's input gradient (0.85 ms) and the
+max-pool gradient (`select_and_scatter`, 0.9 ms). Here the convolutions and their gradients are
+matrix products of the shifted windows ("im2col"), and the max pool is a reduce whose gradient is
+a first-maximum mask: 1.2 ms a step.
 
 `rewrite(fn)` returns a function that computes the same values as `fn`: it traces `fn` to a jaxpr
 and evaluates it equation by equation, replacing only the equations that match these patterns
-(2-D, stride 1, undilated, ungrouped NHWC/HWIO convolutions with few channels; max pools
-whose window equals their stride) with `custom_vjp` functions whose forward and backward are the
-faster forms. Everything else, nested jit calls included, is evaluated as it was. Gradients match
-jax's own (tested), so `jax.grad` of the rewritten function trains the same model.
+(2-D, stride 1, undilated, ungrouped NHWC/HWIO convolutions with few channels; max pools whose
+window equals their stride) with `custom_vjp` functions. Everything else, nested jit calls
+included, is evaluated as it was. Values and gradients match jax's own (tests/test_jax_kernels.py),
+so `jax.grad` of the rewritten function trains the same model.
 """
 
 import functools
@@ -20,7 +21,7 @@ import jax
 import jax.numpy as jnp
 from jax.extend.core import Literal
 
-MAX_CONV_CHANNELS = 16  # in x out channels up to which the shifted-sum convolution is used
+MAX_CONV_CHANNELS = 16  # in x out channels up to which the swap was measured faster (tutorial: 4, 16)
 NHWC = ((0, 3, 1, 2), (3, 2, 0, 1), (0, 3, 1, 2))  # lhs/rhs/out specs of NHWC x HWIO -> NHWC
 
 
@@ -82,7 +83,7 @@ def _conv(x, k, padding):
     (top, bottom), (left, right) = padding
     if top or bottom or left or right:
         x = jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
-    return _shift_conv(x, k)
+    return _im2col_conv(x, k)
 
 
 def _im2col(x, kh, kw):
@@ -104,19 +105,19 @@ def _conv_from_cols(cols, k, shape):
 
 
 @jax.custom_vjp
-def _shift_conv(x, k):
+def _im2col_conv(x, k):
     """VALID, stride-1 convolution as one matrix product of the shifted windows ("im2col"):
     x (N, H, W, Cin), k (kh, kw, Cin, Cout) -> (N, H-kh+1, W-kw+1, Cout)."""
     return _conv_from_cols(_im2col(x, *k.shape[:2]), k, x.shape)
 
 
-def _shift_conv_fwd(x, k):
+def _im2col_conv_fwd(x, k):
     cols = _im2col(x, *k.shape[:2])
-    return _conv_from_cols(cols, k, x.shape), (cols, k, x.shape)
+    return _conv_from_cols(cols, k, x.shape), (cols, k)
 
 
-def _shift_conv_bwd(res, g):
-    cols, k, shape = res
+def _im2col_conv_bwd(res, g):
+    cols, k = res
     kh, kw, cin, cout = k.shape
     # Kernel gradient: windows^T @ output gradient, one product with a long contraction.
     g_mat = g.reshape(-1, cout)  # (N*h*w, Cout)
@@ -129,7 +130,7 @@ def _shift_conv_bwd(res, g):
     return dx, dk
 
 
-_shift_conv.defvjp(_shift_conv_fwd, _shift_conv_bwd)
+_im2col_conv.defvjp(_im2col_conv_fwd, _im2col_conv_bwd)
 
 
 # ---------------------------------------------------------------- max pooling
