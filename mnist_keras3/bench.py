@@ -137,6 +137,11 @@ def summarize(speed, tta, sizes):
     return rows
 
 
+def _ratio(value):
+    # None when the reference did not run (torch not installed in this environment).
+    return "n/a (no reference)" if value is None else f"{value:.2f}x"
+
+
 def markdown(rows, tta, info, args):
     out = [f"Device: {info['device']} | CPU: {info['cpu']}, {info['cores']} cores | threads per job: "
            f"{args.threads or 'framework default'} | {args.epochs} timed epochs x {args.rounds} rounds, "
@@ -150,8 +155,8 @@ def markdown(rows, tta, info, args):
         if r["samples_per_s"] is None:
             out.append(f"| {r['batch_size']} | {name} | {loop} | error: {r['error']} | | | | |")
             continue
-        out.append(f"| {r['batch_size']} | {name} | {loop} | {r['samples_per_s']:,.0f} | {r['ratio']:.2f}x "
-                   f"| {r['samples_per_cpu_s']:,.0f} | {r['cpu_ratio']:.2f}x | {r['peak_rss_mb']:,.0f} |")
+        out.append(f"| {r['batch_size']} | {name} | {loop} | {r['samples_per_s']:,.0f} | {_ratio(r['ratio'])} "
+                   f"| {r['samples_per_cpu_s']:,.0f} | {_ratio(r['cpu_ratio'])} | {r['peak_rss_mb']:,.0f} |")
     if tta:
         out += ["", f"Time to {args.target:.0%} test accuracy (batch {args.tta_batch_size}; training seconds, "
                 "compiling included, evaluation excluded):", "",

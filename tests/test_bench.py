@@ -82,3 +82,12 @@ def test_gpu_check_script_reports_the_device(mnist_dir):
     assert out.returncode == 0, out.stdout + out.stderr[-2000:]
     line = next(l for l in out.stdout.splitlines() if l.startswith(BACKEND))
     assert "native" in line and "CPU" in line
+
+
+def test_table_without_the_reference_says_so_instead_of_crashing():
+    # The jax and tensorflow tox envs have no torch, so no reference row: ratios are None.
+    rows = bench.summarize([_result("jax", "native", 32, [150.0], [300.0])], [], [32])
+    assert rows[0]["ratio"] is None and rows[0]["cpu_ratio"] is None
+    info = {"device": "CPU", "cpu": "x", "cores": 2, "load_average_start": [1], "load_average_end": [1]}
+    table = bench.markdown(rows, [], info, bench.parse_args(["--threads", "1"]))
+    assert "| 32 | jax | native | 150 | n/a (no reference) | 300 | n/a (no reference) |" in table
