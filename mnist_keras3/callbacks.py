@@ -128,3 +128,54 @@ class StopOnSignal(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         if self.signal_name:
             self.model.stop_training = True
+
+
+def tensorboard(log_dir, prefer_keras=True):
+    """`--tensorboard`: Keras's own TensorBoard callback where tensorflow is installed (it writes
+    through tf.summary, under any backend); elsewhere the same per-epoch scalars through
+    TensorBoard's framework-free writer (`pip install tensorboard`), so torch- and jax-only
+    installs log too. Either way: log_dir/train and log_dir/validation, tags epoch_<metric>."""
+    import importlib.util
+
+    if prefer_keras and importlib.util.find_spec("tensorflow") is not None:
+        return keras.callbacks.TensorBoard(log_dir=str(log_dir), write_graph=False)
+    if importlib.util.find_spec("tensorboard") is None:
+        from .errors import UsageError
+
+        raise UsageError("--tensorboard needs tensorflow or the tensorboard package, and neither is "
+                         'installed. Install one: pip install tensorboard (or "mnist-keras3[tensorboard]").')
+    return TensorBoardScalars(log_dir)
+
+
+class TensorBoardScalars(keras.callbacks.Callback):
+    """Per-epoch scalars, laid out and named as keras.callbacks.TensorBoard writes them
+    (train/ and validation/ runs, epoch_loss, epoch_accuracy, epoch_learning_rate), written
+    with tensorboard.summary.Writer, which needs numpy only."""
+
+    def __init__(self, log_dir):
+        super().__init__()
+        self.log_dir = str(log_dir)
+        self._writers = {}
+
+    def _writer(self, run):
+        from tensorboard.summary import Writer
+
+        if run not in self._writers:
+            self._writers[run] = Writer(f"{self.log_dir}/{run}")
+        return self._writers[run]
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = dict(logs or {})
+        lr = getattr(getattr(self.model, "optimizer", None), "learning_rate", None)
+        if lr is not None:  # a schedule's current value, as Keras's callback logs it
+            logs["learning_rate"] = float(keras.ops.convert_to_numpy(lr))
+        for name, value in logs.items():
+            run, name = ("validation", name[4:]) if name.startswith("val_") else ("train", name)
+            self._writer(run).add_scalar(f"epoch_{name}", float(value), step=epoch)
+        for writer in self._writers.values():
+            writer.flush()
+
+    def on_train_end(self, logs=None):
+        for writer in self._writers.values():
+            writer.close()
+        self._writers = {}

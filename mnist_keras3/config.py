@@ -43,6 +43,10 @@ class TrainConfig:
     lr_schedule: str = "none"  # "cosine": cosine decay from lr to 0 over all training steps
     dataset: str = "mnist"  # mnist, fashion_mnist, cifar10 or folder:PATH (one sub-folder per class)
     distribute: str = "none"  # "data-parallel": keras.distribution.DataParallel (jax backend)
+    tensorboard: bool = False  # TensorBoard logs in <run>/tensorboard
+    # >0: stop when val_loss has not improved for this many epochs, keep the best epoch's weights
+    # (keras.callbacks.EarlyStopping). Monitor a held-out split (validation_split > 0), not the test set.
+    early_stopping: int = 0
 
     def validate(self):
         """Check every value; raise UsageError naming the first bad key."""
@@ -57,6 +61,7 @@ class TrainConfig:
             "max_steps_per_epoch": self.max_steps_per_epoch >= 0,
             "seed": self.seed >= 0,
             "threads": self.threads >= 0,
+            "early_stopping": self.early_stopping >= 0,
             "model": bool(self.model),
             "output_dir": bool(self.output_dir),
         }
@@ -95,6 +100,7 @@ _RULES = {
     "max_steps_per_epoch": "expected an integer >= 0; 0 means no cap",
     "seed": "expected an integer >= 0",
     "threads": "expected an integer >= 0; 0 means the framework's default",
+    "early_stopping": "expected an integer >= 0: epochs without improvement; 0 turns it off",
     "model": "expected a model name",
     "output_dir": "expected a folder path",
 }

@@ -50,6 +50,11 @@ def parse_args(argv=None):
                    f"of images per class (default: {d.dataset})")
     p.add_argument("--distribute", help=f"one of {', '.join(DISTRIBUTIONS)}; data-parallel needs the jax "
                    f"backend (default: {d.distribute})")
+    p.add_argument("--tensorboard", action="store_true", default=None,
+                   help="write TensorBoard logs to <run>/tensorboard (default: off)")
+    p.add_argument("--early-stopping", type=int, metavar="PATIENCE", help="stop when val_loss has not "
+                   "improved for PATIENCE epochs and keep the best epoch's weights; 0 for off (default: "
+                   f"{d.early_stopping})")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last complete epoch")
     p.add_argument("--dry-run", action="store_true", help="1 epoch of 5 steps: a quick check that everything runs")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as TOML and exit")
@@ -71,13 +76,14 @@ def resolve_config(args):
     overrides = {k: getattr(args, k) for k in (
         "model", "epochs", "batch_size", "lr", "optimizer", "validation_split", "seed",
         "output_dir", "data_dir", "max_steps_per_epoch", "eval_batch_size", "loop", "threads",
-        "lr_schedule", "dataset", "distribute")}
+        "lr_schedule", "dataset", "distribute", "tensorboard", "early_stopping")}
     if args.resume:
         # The checkpoint carries the model and optimizer: a changed recipe would be silently ignored.
         fixed = [k for k in RESUME_FIXED if overrides[k] is not None]
         if fixed:
             raise UsageError(f"--resume continues the run with its own config; --{fixed[0].replace('_', '-')} "
-                             "cannot change. Only --epochs, --data-dir and --eval-batch-size may be given.")
+                             "cannot change. Only --epochs, --data-dir, --eval-batch-size, --loop, --threads, "
+                             "--distribute, --tensorboard and --early-stopping may be given.")
     cfg = build_config(config_path, overrides)
     name, source = backends.resolve_backend(args.backend, cfg.backend)
     cfg = cfg.replace(backend=name)
@@ -126,19 +132,50 @@ def fit_model(model, cfg, train_data, val_data, callbacks, initial_epoch=0, verb
     return steps
 
 
-def train(model, cfg, train_data, val_data, run_dir, initial_epoch=0, history=None):
-    """fit_model with the run's callbacks; returns (checkpoint, stopper, per-epoch seconds, steps)."""
+def early_stopping(cfg, history=None):
+    """keras.callbacks.EarlyStopping on val_loss for cfg.early_stopping > 0 (else None). On resume,
+    the epochs already run count: its best val_loss and the epochs since are taken from the history."""
     import keras
 
-    from .callbacks import Checkpoint, EpochTimer, Reseed, StopOnSignal
+    if not cfg.early_stopping:
+        return None
+
+    class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+        def on_train_begin(self, logs=None):
+            super().on_train_begin(logs)
+            past = (history or {}).get("val_loss") or []
+            if past:
+                # Improvement is measured against the best val_loss so far and patience counts
+                # from its epoch; but only the checkpoint's weights (the last epoch) are on disk,
+                # so they are the ones kept unless a later epoch improves.
+                best = min(range(len(past)), key=past.__getitem__)
+                self.best, self.wait = past[best], len(past) - 1 - best
+                self.best_epoch, self.best_weights = len(past) - 1, self.model.get_weights()
+
+    return ResumableEarlyStopping(monitor="val_loss", patience=cfg.early_stopping, restore_best_weights=True)
+
+
+def train(model, cfg, train_data, val_data, run_dir, initial_epoch=0, history=None):
+    """fit_model with the run's callbacks; returns (checkpoint, stopper, per-epoch seconds, steps,
+    early stopper or None)."""
+    import keras
+
+    from .callbacks import Checkpoint, EpochTimer, Reseed, StopOnSignal, tensorboard
 
     with StopOnSignal() as stopper:
         timer, checkpoint = EpochTimer(), Checkpoint(run_dir, history, stopper)
         callbacks = [stopper, Reseed(cfg.seed), timer, keras.callbacks.TerminateOnNaN(), checkpoint]
+        if cfg.tensorboard:
+            callbacks.append(tensorboard(run_dir / "tensorboard"))
+        # After the checkpoint: checkpoint.keras holds the last epoch (what --resume continues),
+        # while the restored best weights go to model.keras.
+        early = early_stopping(cfg, history)
+        if early is not None:
+            callbacks.append(early)
         # Progress bar on a terminal, one line per epoch in logs and CI.
         steps = fit_model(model, cfg, train_data, val_data, callbacks, initial_epoch,
                           verbose=1 if sys.stdout.isatty() else 2)
-    return checkpoint, stopper, timer.train_seconds, steps
+    return checkpoint, stopper, timer.train_seconds, steps, early
 
 
 def test(model, x_test, y_test, cfg):
@@ -195,7 +232,8 @@ def main(argv=None):
 
     started = time.time()
     try:
-        checkpoint, stopper, seconds, steps = train(model, cfg, train_data, val_data, run_dir, initial_epoch, history)
+        checkpoint, stopper, seconds, steps, early = train(model, cfg, train_data, val_data, run_dir,
+                                                           initial_epoch, history)
     except KeyboardInterrupt:  # a second Ctrl-C: stopped at once, mid-batch
         stopper = None
     if stopper is None or stopper.signal_name:
@@ -207,7 +245,8 @@ def main(argv=None):
 
     history = checkpoint.history
     epochs_done = len(history.get("loss", []))
-    if epochs_done < cfg.epochs:  # TerminateOnNaN stopped fit: the last epoch's loss diverged
+    stopped_early = early is not None and early.stopped_epoch > 0
+    if epochs_done < cfg.epochs and not stopped_early:  # TerminateOnNaN stopped fit: the loss diverged
         runs.write_json(run_dir / "metrics.json", {"status": "diverged", "epochs_completed": epochs_done, **info})
         kept = (f"The last good checkpoint is {run_dir / 'checkpoint.keras'} (epoch {epochs_done})"
                 if epochs_done else "No epoch completed, so there is no checkpoint")
@@ -218,8 +257,17 @@ def main(argv=None):
     runs.save_model(model, run_dir / "model.keras")
     n_samples = steps * cfg.batch_size
     train_seconds = sum(seconds)
+    if early is not None:  # Keras restores the kept weights at the end, stopped early or not
+        print(f"early stopping (patience {cfg.early_stopping}): " + (
+            f"val_loss stopped improving, stopped after epoch {epochs_done}" if stopped_early else
+            "ran every epoch") + f"; the model keeps epoch {early.best_epoch + 1}'s weights "
+            f"(val_loss {history['val_loss'][early.best_epoch]:.4f})")
     metrics = {
-        "status": "complete",
+        "status": "early-stopped" if stopped_early else "complete",
+        "early_stopping": {"patience": cfg.early_stopping, "stopped_early": stopped_early,
+                           "epochs_completed": epochs_done, "kept_epoch": early.best_epoch + 1,
+                           "kept_val_loss": history["val_loss"][early.best_epoch]}
+        if early is not None else None,
         **info,
         "python": platform.python_version(),
         "model": cfg.model,

@@ -46,9 +46,13 @@ def test_train_cli_learns_and_writes_a_complete_run(cli, mnist_dir, tmp_path, ke
 def test_dry_run_bn_model_and_config_file(cli, mnist_dir, tmp_path):
     cfg = tmp_path / "c.toml"
     cfg.write_text(f'model = "tutorial-bn"\nbatch_size = 64\noutput_dir = "{tmp_path / "out"}"\n')
-    out = cli("train", "--config", cfg, "--dry-run", "--data-dir", mnist_dir)
+    out = cli("train", "--config", cfg, "--dry-run", "--data-dir", mnist_dir, "--tensorboard", "--early-stopping", 3)
     assert out.returncode == 0, out.stderr[-3000:]
     run = only_run(tmp_path / "out")
     metrics = json.loads((run / "metrics.json").read_text())
+    assert "early stopping (patience 3): ran every epoch; the model keeps epoch 1's weights" in out.stdout
+    assert metrics["status"] == "complete" and metrics["early_stopping"]["kept_epoch"] == 1
+    for part in ("train", "validation"):  # read back in tests/test_callbacks.py
+        assert list((run / "tensorboard" / part).glob("events.out.tfevents.*")), part
     assert metrics["model"] == "tutorial-bn" and metrics["parameters"] == {"total": 2190, "trainable": 2174, "non_trainable": 16}
     assert metrics["config"]["epochs"] == 1 and metrics["config"]["max_steps_per_epoch"] == 5
