@@ -105,6 +105,22 @@ def build_compiled(cfg, input_shape=(28, 28, 1), num_classes=10, steps_per_epoch
     return model
 
 
+def load_checkpoint(path):
+    """The compiled model of a run's checkpoint.keras, optimizer state included (safe_mode stays
+    on); a damaged file is a one-line error rather than Keras's traceback."""
+    import keras
+
+    from .loading import ModelFileError, check_model_file
+
+    path = check_model_file(path)  # exists, a zip, Keras members, every CRC
+    try:
+        return keras.saving.load_model(path, safe_mode=True)
+    except Exception as e:
+        text = " ".join(str(e).split())
+        raise ModelFileError(f"{path} could not be loaded to resume ({type(e).__name__}: {text[:160]}). "
+                             "Start a new run, or resume a run whose checkpoint is intact.")
+
+
 def fit_model(model, cfg, train_data, val_data, callbacks, initial_epoch=0, verbose=0):
     """model.fit, or the backend's native loop when cfg.loop is "native", for cfg.epochs with
     these callbacks; returns the steps per epoch. The benchmark times this same function."""
@@ -197,6 +213,20 @@ def main(argv=None):
     print(f"backend {info['backend']} {info['backend_version']} ({source}) | keras {info['keras_version']} "
           f"| device {info['device']} | loop {cfg.loop}")
 
+    history, initial_epoch, model = {}, 0, None
+    if args.resume:  # before the data is read: a bad run folder fails at once
+        run_dir = Path(args.resume)
+        state_path = run_dir / "checkpoint.json"
+        if not state_path.is_file():
+            raise UsageError(f"{run_dir} has no checkpoint to resume from (no complete epoch was saved).")
+        state = runs.read_json(state_path)
+        initial_epoch, history = int(state["epoch"]), state["history"]
+        if initial_epoch >= cfg.epochs:
+            raise UsageError(f"{run_dir} already finished {initial_epoch} of {cfg.epochs} epochs; "
+                             "pass a larger --epochs to train on.")
+        model = load_checkpoint(run_dir / "checkpoint.keras")
+        print(f"resuming {run_dir} from epoch {initial_epoch}")
+
     ds = datasets.load(cfg.dataset, cfg.data_dir, cfg.seed)  # float32 (N, H, W, C), one-hot (N, K)
     x_test, y_test = ds.x_test, ds.y_test
     print(f"data {ds.name}: {len(ds.x_train):,} train, {len(x_test):,} test images of shape {ds.input_shape}, "
@@ -209,20 +239,7 @@ def main(argv=None):
         split = distribute.trim_to_devices(distribution, train=train_data, val=val_data, test=(x_test, y_test))
         train_data, val_data, (x_test, y_test) = split["train"], split["val"], split["test"]
 
-    history, initial_epoch = {}, 0
-    if args.resume:
-        run_dir = Path(args.resume)
-        state_path = run_dir / "checkpoint.json"
-        if not state_path.is_file():
-            raise UsageError(f"{run_dir} has no checkpoint to resume from (no complete epoch was saved).")
-        state = runs.read_json(state_path)
-        initial_epoch, history = int(state["epoch"]), state["history"]
-        if initial_epoch >= cfg.epochs:
-            raise UsageError(f"{run_dir} already finished {initial_epoch} of {cfg.epochs} epochs; "
-                             "pass a larger --epochs to train on.")
-        model = keras.saving.load_model(run_dir / "checkpoint.keras")  # optimizer state included
-        print(f"resuming {run_dir} from epoch {initial_epoch}")
-    else:
+    if model is None:
         model = build_compiled(cfg, ds.input_shape, ds.num_classes,
                                optimizers.steps_per_epoch(len(train_data[0]), cfg))
         run_dir = runs.new_run_dir(cfg.output_dir, cfg.backend, cfg.model)

@@ -162,3 +162,13 @@ def test_sigterm_mid_run_then_resume_matches_an_uninterrupted_run(cli, tmp_path,
 def test_resume_of_a_folder_that_is_not_a_run(cli, tmp_path):
     out = cli("train", "--resume", tmp_path)
     assert out.returncode == 2 and "is not a run folder" in out.stderr
+
+
+def test_resume_from_a_damaged_checkpoint_is_one_clear_line(cli, tmp_path):
+    (tmp_path / "config.toml").write_text("epochs = 3\n")
+    (tmp_path / "checkpoint.json").write_text('{"epoch": 1, "history": {}}')
+    (tmp_path / "checkpoint.keras").write_bytes(b"PK\x03\x04 truncated by a full disk")
+    out = cli("train", "--resume", tmp_path, "--data-dir", tmp_path / "nowhere")
+    err = out.stderr.strip().splitlines()
+    assert out.returncode != 0 and len(err) == 1 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert "checkpoint.keras is corrupt or not a Keras model file" in err[0] or "damaged" in err[0], err
