@@ -7,7 +7,8 @@ A process has one Keras backend, so each backend's work runs in its own subproce
   1. `parity worker --backend B`: structure of every model, a training run via
      `python -m mnist_keras3.train`, its weights exported        -> <out>/B/worker.json
   2. `parity check --backend B`: the first backend's trained weights loaded into the model built
-     from code (probabilities, loss, gradients), and every backend's model.keras loaded here
+     from code (probabilities, loss, gradients), the same for every registered model with the
+     first backend's initial weights, and every backend's model.keras loaded here
                                                                    -> <out>/B/check.json, .npz
   3. this process (no keras at all) compares them                  -> <out>/parity.md, parity.json
 Exit status 1 when any check fails.
@@ -98,6 +99,8 @@ def parse_sub_args(command, argv):
         p.add_argument("--sources", required=True,
                        help="comma-separated backends whose <out>/<backend>/model.keras to load here")
         p.add_argument("--weights", required=True, help="the shared .weights.h5 for the numerics level")
+        p.add_argument("--init-dir", help="a folder of <model>.weights.h5 (initial weights of every model) "
+                                          "to compare too (default: none)")
         p.add_argument("--images", type=int, default=1000, help="test images (default: 1000)")
         p.add_argument("--grad-batch", type=int, default=128, help="batch for loss and gradients (default: 128)")
         p.add_argument("--data-dir", help="folder with the MNIST files (default: MNIST_KERAS3_DATA, then the cache)")
@@ -109,23 +112,41 @@ def parse_sub_args(command, argv):
     return p.parse_args(argv)
 
 
+class _Hide:
+    """Wraps one meta path finder so that it does not find these top-level packages (nor their
+    submodules): `import tensorflow` fails and importlib.util.find_spec returns None, exactly as
+    where the package is not installed."""
+
+    def __init__(self, finder, names):
+        self.finder, self.names = finder, tuple(names)
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname.split(".")[0] in self.names:
+            return None
+        return self.finder.find_spec(fullname, path, target)
+
+    def __getattr__(self, name):  # invalidate_caches, find_distributions, ...
+        return getattr(self.finder, name)
+
+
 def sub_main(command, argv):
     """One backend's part, in this process: pick the backend first, then import keras code."""
     args = parse_sub_args(command, argv)
     if command == "check" and not args.no_isolate:
         # Load as a process with only this backend installed would: a model.keras that needs
         # another backend's framework to load must fail here too, not only under tox.
-        for other in backends.BACKENDS:
-            if other != args.backend and other not in sys.modules:
-                sys.modules[other] = None  # `import other` now raises ImportError
+        # Not sys.modules[name] = None: Keras tests `"tensorflow" in sys.modules` (its
+        # preprocessing layers do), which must stay False as in a real single-backend install.
+        hidden = [b for b in backends.BACKENDS if b != args.backend and b not in sys.modules]
+        sys.meta_path[:] = [_Hide(f, hidden) if hasattr(f, "find_spec") else f for f in sys.meta_path]
     backends.activate(args.backend)
     from . import parity_worker
 
     if command == "worker":
-        parity_worker.worker(args.backend, args.output_dir, training_args(args))
+        parity_worker.worker(args.backend, args.output_dir, training_args(args), args.seed)
     else:
         parity_worker.check(args.backend, args.output_dir, args.sources.split(","), args.weights,
-                            args.data_dir, args.images, args.grad_batch)
+                            args.data_dir, args.images, args.grad_batch, args.init_dir)
     return 0
 
 
@@ -183,6 +204,8 @@ def compare(out, names, args):
         num.insert(0, pc.check(2, "the same weight file in every backend", False,
                                f"{len(set(digests.values()))} different files", "one file", str(digests)))
     checks += num
+    checks += pc.compare_init_models({b: pc.read_init(out / b) for b in names}, args.prob_tolerance,
+                                     args.rel_tolerance)
     predictions = {(src, b): classes for b, (_, _, got) in checks_read.items() for src, classes in got.items()}
     errors = {(src, b): msg for b, (m, _, _) in checks_read.items() for src, msg in m["load_errors"].items()}
     port, matrix = pc.compare_portability(predictions, errors)
@@ -228,8 +251,9 @@ def main(argv=None):
                                  f"Run `tox -e {b}` first, or install it: pip install \"mnist-keras3[{b}]\"")
             run_step(pythons[b], "worker", b, [*training_args(args), "--output-dir", str(out)])
         weights = out / names[0] / "model.weights.h5"  # the reference backend's trained weights
+        init_dir = out / names[0] / "init"  # and its initial weights of every registered model
         for b in names:
-            run_step(pythons[b], "check", b, [
+            run_step(pythons[b], "check", b, [*(["--init-dir", str(init_dir)] if init_dir.is_dir() else []),
                 "--sources", ",".join(names), "--weights", str(weights), "--images", str(args.images),
                 "--grad-batch", str(args.grad_batch), "--output-dir", str(out),
                 *(["--data-dir", args.data_dir] if args.data_dir else [])])

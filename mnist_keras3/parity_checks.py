@@ -111,6 +111,28 @@ def compare_numerics(outputs, prob_tol=1e-5, rel_tol=1e-4):
     ]
 
 
+def compare_init_models(per_backend, prob_tol=1e-5, rel_tol=1e-4):
+    """per_backend: {backend: {model name: numerics outputs}} from every registered model built
+    with the reference's initial weights (the strong model too, which CI does not train). One
+    check per model, passing when its four numerics checks pass."""
+    backends = list(per_backend)
+    ref = per_backend[backends[0]]
+    out = []
+    for name in sorted(ref):
+        missing = [b for b in backends[1:] if name not in per_backend[b]]
+        if missing:
+            out.append(check(2, f"{name}, initial weights: numerics", False, "no result",
+                             "every backend", f"missing under {', '.join(missing)}"))
+            continue
+        parts = compare_numerics({b: per_backend[b][name] for b in backends}, prob_tol, rel_tol)
+        out.append(check(
+            2, f"{name}, shared initial weights: probabilities, argmax, loss, gradients ({len(ref[name]['grads'])} tensors)",
+            all(c["passed"] for c in parts), "; ".join(c["figure"] for c in parts),
+            f"<= {prob_tol:g} abs, every argmax, <= {rel_tol:g} relative",
+            "; ".join(f"{c['name']}: {c['figure']}" for c in parts if not c["passed"])))
+    return out
+
+
 # ---------------------------------------------------------------- 3. portability
 
 def compare_portability(predictions, errors):
@@ -200,6 +222,19 @@ def markdown(checks, backends, matrix, infos):
         for a in backends:
             lines.append(f"| {a} | " + " | ".join("-" if a == b else matrix.get((a, b), "?") for b in backends) + " |")
     return "\n".join(lines) + "\n"
+
+
+def read_init(folder):
+    """{model name: numerics outputs} of the initial-weights models in one backend's check."""
+    folder = Path(folder)
+    meta = runs.read_json(folder / "check.json")
+    out = {}
+    with np.load(folder / "check.npz") as z:
+        for name, info in (meta.get("init_models") or {}).items():
+            out[name] = {"probs": z[f"init/{name}/probs"], "loss": float(z[f"init/{name}/loss"]),
+                         "grads": [z[f"init/{name}/grad_{i}"] for i in range(len(info["grad_names"]))],
+                         "batch": meta["batch"]}
+    return out
 
 
 def read_check(folder):

@@ -3,12 +3,15 @@
 Import only after the backend is chosen (it imports keras). Two steps, each a subcommand of
 `python -m mnist_keras3.parity`:
 
-- worker: the structure of every registered model, then a training run through
+- worker: the structure of every registered model and its initial weights (seeded; the reference
+  backend's are shared in the check), then a training run through
   `python -m mnist_keras3.train` (the one training path), whose weights it also exports as
   model.weights.h5. Writes <out>/<backend>/worker.json.
 - check: the shared weights (one backend's model.weights.h5) loaded into the model built from code:
   probabilities on real test images, the loss and gradients of one batch; then every backend's
-  model.keras loaded here and its classes on the whole test set. Writes check.json + check.npz.
+  model.keras loaded here and its classes on the whole test set; then every registered model (the
+  strong one too) with the reference's initial weights, through the same numerics. Writes
+  check.json + check.npz.
 """
 
 import hashlib
@@ -54,11 +57,22 @@ def train_run(backend, train_dir, train_args, timeout=None):
     return new[0]
 
 
-def worker(backend, out, train_args):
-    """Phase 1 for one backend: structure + training + exported weights, into out/<backend>/."""
+def save_initial_weights(folder, seed):
+    """Every registered model as built with `seed`: <folder>/<name>.weights.h5. Untrained weights
+    are enough to compare numerics, so models too slow to train in CI are compared too."""
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    for name in sorted(models.REGISTRY):
+        keras.utils.set_random_seed(seed)
+        runs.save_weights(models.build_model(name), Path(folder) / f"{name}.weights.h5")
+
+
+def worker(backend, out, train_args, seed=42):
+    """Phase 1 for one backend: structure + initial weights + training + exported weights,
+    into out/<backend>/."""
     here = Path(out) / backend
     here.mkdir(parents=True, exist_ok=True)
     structures = all_structures()
+    save_initial_weights(here / "init", seed)
     run_dir = train_run(backend, here / "train", train_args)
     metrics = runs.read_json(run_dir / "metrics.json")
     model = keras.saving.load_model(run_dir / "model.keras")
@@ -102,8 +116,9 @@ def predict_classes(model_path, x):
     return np.asarray(model.predict(x, batch_size=1000, verbose=0)).argmax(1).astype(np.int8)  # (N,)
 
 
-def check(backend, out, sources, weights, data_dir=None, images=1000, batch=128):
-    """Phase 2 for one backend: numerics on the shared weights; every source's model.keras loaded."""
+def check(backend, out, sources, weights, data_dir=None, images=1000, batch=128, init_dir=None):
+    """Phase 2 for one backend: numerics on the shared weights; every source's model.keras loaded;
+    numerics of every model in init_dir (<name>.weights.h5, from save_initial_weights)."""
     out = Path(out)
     here = out / backend
     here.mkdir(parents=True, exist_ok=True)
@@ -122,6 +137,13 @@ def check(backend, out, sources, weights, data_dir=None, images=1000, batch=128)
             arrays[f"classes_from_{source}"] = predict_classes(path, x_test)
         except Exception as e:  # any failure to load or run is the finding, not a crash
             load_errors[source] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
+    init_models = {}
+    for path in sorted(Path(init_dir).glob("*.weights.h5")) if init_dir else ():
+        name = path.name[: -len(".weights.h5")]
+        got = numerics(name, path, x_test[:images], y_test[:images], batch)
+        arrays.update({f"init/{name}/probs": got["probs"], f"init/{name}/loss": np.float64(got["loss"])})
+        arrays.update({f"init/{name}/grad_{i}": g for i, g in enumerate(got["grads"])})
+        init_models[name] = {"grad_names": got["grad_names"], "weights_sha256": sha256(path)}
     runs.write_npz(here / "check.npz", arrays)
     result = {
         "backend": backend,
@@ -135,6 +157,7 @@ def check(backend, out, sources, weights, data_dir=None, images=1000, batch=128)
         "grad_names": num["grad_names"],
         "sources": list(sources),
         "load_errors": load_errors,
+        "init_models": init_models,
     }
     runs.write_json(here / "check.json", result)
     return result

@@ -71,6 +71,20 @@ def test_numerics_fail_on_one_flipped_argmax_even_within_probability_tolerance(r
     assert checks[1]["figure"].startswith("199/200") and "tensorflow: 1 differ" in checks[1]["detail"]
 
 
+def test_initial_weight_models_get_one_row_each_that_fails_on_any_of_its_numerics(rng):
+    strong, tutorial = outputs(rng), outputs(rng)
+    same = pc.compare_init_models({"torch": {"strong": strong, "tutorial": tutorial},
+                                   "jax": {"strong": with_noise(strong, 1e-7, rng), "tutorial": tutorial}})
+    assert [c["passed"] for c in same] == [True, True] and same[0]["name"].startswith("strong, shared initial")
+    assert "max abs diff" in same[0]["figure"] and "max relative diff" in same[0]["figure"]
+    off = {**strong, "grads": [strong["grads"][0], strong["grads"][1] * 1.01]}  # one gradient 1% off
+    bad = pc.compare_init_models({"torch": {"strong": strong}, "jax": {"strong": off}})
+    assert not bad[0]["passed"] and bad[0]["detail"].startswith("gradients"), bad
+    gone = pc.compare_init_models({"torch": {"strong": strong}, "jax": {}})
+    assert not gone[0]["passed"] and "missing under jax" in gone[0]["detail"]
+    assert pc.compare_init_models({"torch": {}, "jax": {}}) == []  # results made before this level
+
+
 def test_relative_diff_is_scaled_by_the_reference():
     assert pc.relative_diff([1.0, 2.0], [1.0, 2.0]) == 0
     assert pc.relative_diff([1e-9, 2.0], [0.0, 2.0]) == pytest.approx(5e-10)
@@ -213,7 +227,8 @@ def test_report_flags_results_made_from_a_perturbed_weight_file(cli, keras, mnis
     for name, shared in (("original", weights),
                          ("perturbed", perturbed_copy(keras, weights, tmp_path / "p.weights.h5", 0.05))):
         check = cli("parity", "check", "--backend", BACKEND, "--sources", BACKEND, "--weights", shared,
-                    "--images", 200, "--grad-batch", 64, "--output-dir", out, "--data-dir", mnist_dir)
+                    "--images", 200, "--grad-batch", 64, "--output-dir", out, "--data-dir", mnist_dir,
+                    "--init-dir", out / BACKEND / "init")
         assert check.returncode == 0, check.stderr[-3000:]
         results[name] = shutil.copytree(out / BACKEND, tmp_path / name, ignore=shutil.ignore_patterns("train"))
 
@@ -229,6 +244,8 @@ def test_report_flags_results_made_from_a_perturbed_weight_file(cli, keras, mnis
     _, same, _ = report("original")
     assert all(c["passed"] for c in same["checks"] if c["area"] in ("structure", "numerics")), same["checks"]
     assert same["checks"][1]["figure"].startswith("max abs diff 0.00e+00")
+    init_rows = [c["name"].split(",")[0] for c in same["checks"] if "initial weights" in c["name"]]
+    assert init_rows == ["strong", "strong-noaug", "tutorial", "tutorial-bn"]  # every registered model
 
     done, bad, md = report("perturbed")
     assert done.returncode == 1 and "parity checks failed" in done.stderr
@@ -259,6 +276,24 @@ def test_real_report_across_all_three_backends(cli, mnist_dir, tmp_path):
                timeout=1200)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     summary = json.loads((tmp_path / "parity.json").read_text())
-    assert summary["passed"] and [c["level"] for c in summary["checks"]] == [1, 2, 2, 2, 2, 3, 4]
+    assert summary["passed"] and [c["level"] for c in summary["checks"]] == [1] + [2] * 8 + [3, 4]
+    assert any(c["name"].startswith("strong, shared initial weights") for c in summary["checks"])
     assert all(i["accuracy"] > 0.6 for i in summary["backend_info"].values()), summary["backend_info"]
     assert "| 3 portability |" in (tmp_path / "parity.md").read_text()
+
+
+def test_a_hidden_package_looks_uninstalled_to_import_and_find_spec():
+    # `parity check` hides the other backends this way: a model.keras that needs another
+    # framework must fail to load there, while Keras's `"tensorflow" in sys.modules` stays False.
+    import subprocess
+    import sys
+
+    code = ("import importlib.util, sys\n"
+            "from mnist_keras3.parity import _Hide\n"
+            "assert 'xmlrpc' not in sys.modules and importlib.util.find_spec('xmlrpc') is not None\n"
+            "sys.meta_path[:] = [_Hide(f, ['xmlrpc']) for f in sys.meta_path]\n"
+            "assert importlib.util.find_spec('xmlrpc') is None and 'xmlrpc' not in sys.modules\n"
+            "try:\n    import xmlrpc.client\nexcept ModuleNotFoundError:\n    print('hidden')\n"
+            "import json; print('others load')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.split() == ["hidden", "others", "load"], done.stderr
