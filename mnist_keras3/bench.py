@@ -45,6 +45,10 @@ def parse_args(argv=None):
     p.add_argument("--tta-batch-size", type=int, default=32, help="batch size of the time-to-accuracy runs (default: %(default)s)")
     p.add_argument("--tta-max-epochs", type=int, default=15, help="give up after this many epochs (default: %(default)s)")
     p.add_argument("--no-tta", action="store_true", help="skip the time-to-accuracy runs")
+    p.add_argument("--recipe", metavar="TOML", help="also time a config file's recipe to --recipe-target "
+                   "under each backend, e.g. configs/fast.toml (default: none)")
+    p.add_argument("--recipe-target", type=float, default=0.99,
+                   help="test accuracy the --recipe runs aim at (default: %(default)s)")
     p.add_argument("--data-dir", help="MNIST folder (default: as train: MNIST_KERAS3_DATA, the cache, ...)")
     p.add_argument("--json", default=f"runs/benchmark-{time.strftime('%Y%m%d-%H%M%S')}.json",
                    help="where the results go (default: runs/benchmark-<time>.json)")
@@ -81,8 +85,8 @@ def plan(args):
 
 def run_job(job, args):
     """One job in a fresh interpreter; returns its result dict (or the error it printed)."""
-    spec = {**job, "epochs": args.epochs, "max_samples": args.max_samples, "threads": args.threads,
-            "data_dir": args.data_dir, "target": args.target, "max_epochs": args.tta_max_epochs}
+    spec = {"epochs": args.epochs, "max_samples": args.max_samples, "threads": args.threads,
+            "data_dir": args.data_dir, "target": args.target, "max_epochs": args.tta_max_epochs, **job}
     package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # importable from a checkout
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "KERAS_BACKEND": job["backend"],
            "PYTHONPATH": os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)}
@@ -173,6 +177,34 @@ def markdown(rows, tta, info, args):
     return "\n".join(out)
 
 
+def load_recipe(path):
+    """The settings of a train config file, validated as train would (backend and threads are the
+    benchmark's own)."""
+    from .config import build_config
+
+    cfg = build_config(path)
+    if cfg.dataset != "mnist" or cfg.distribute != "none":
+        raise UsageError(f"Expected a recipe on MNIST without --distribute. Received: {path} with "
+                         f"dataset={cfg.dataset!r}, distribute={cfg.distribute!r}")
+    return {k: v for k, v in vars(cfg).items() if k not in ("backend", "threads") and v is not None}
+
+
+def recipe_markdown(recipe, cfg, args):
+    if not recipe:
+        return ""
+    out = ["", f"Time to {args.recipe_target:.1%} test accuracy with {args.recipe} ({cfg['model']}, batch "
+               f"{cfg['batch_size']}, {cfg['optimizer']} lr {cfg['lr']:g}, {cfg['lr_schedule']} schedule, at most "
+               f"{cfg['epochs']} epochs; training seconds, compiling included, evaluation excluded):", "",
+           "| backend | seconds | epochs | test accuracy then |", "| --- | ---: | ---: | ---: |"]
+    for r in recipe:
+        if "error" in r:
+            out.append(f"| {r['backend']} | error: {r['error']} | | |")
+        else:
+            seconds = "not reached" if r["seconds"] is None else f"{r['seconds']:.1f}"
+            out.append(f"| {r['backend']} | {seconds} | {r['epochs']} | {r['accuracy']:.4f} |")
+    return "\n".join(out)
+
+
 def main(argv=None):
     args = parse_args(argv)
     if args.worker:
@@ -186,6 +218,7 @@ def main(argv=None):
     if args.threads < 0 or args.max_samples < 0:
         raise UsageError("Expected --threads and --max-samples >= 0.")
     jobs, names, loops, sizes = plan(args)
+    recipe_cfg = load_recipe(args.recipe) if args.recipe else None  # a bad file fails before any job
     info = machine()
     speed = []
     for rnd in range(args.rounds):
@@ -202,17 +235,25 @@ def main(argv=None):
             tta.append(r)
             print(f"time to {args.target:.0%}: {job['backend']:>10} {job['loop']:>9}: "
                   f"{r.get('seconds', r.get('error'))}", flush=True)
+    recipe = []
+    if args.recipe:
+        for name in names:
+            r = run_job({"kind": "keras", "backend": name, "loop": "fit", "batch_size": recipe_cfg["batch_size"],
+                         "mode": "recipe", "recipe": recipe_cfg, "target": args.recipe_target}, args)
+            recipe.append(r)
+            print(f"{args.recipe} to {args.recipe_target:.1%}: {name:>10}: {r.get('seconds', r.get('error'))}", flush=True)
     info["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     devices = {r.get("device") for r in speed if "error" not in r}
     info["device"] = ", ".join(sorted(d for d in devices if d)) or "unknown"
     rows = summarize(speed, tta, sizes)
-    table = markdown(rows, tta, info, args)
+    table = markdown(rows, tta, info, args) + recipe_markdown(recipe, recipe_cfg, args)
     print("\n" + table)
     from . import runs
 
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     runs.write_json(args.json, {"machine": info, "settings": {k: v for k, v in vars(args).items() if k != "worker"},
-                                "summary": rows, "time_to_accuracy": tta, "raw": speed, "markdown": table})
+                                "summary": rows, "time_to_accuracy": tta,
+                                "recipe": {"file": args.recipe, "config": recipe_cfg, "runs": recipe} if args.recipe else None, "raw": speed, "markdown": table})
     print(f"\nresults: {args.json}")
     return 0
 

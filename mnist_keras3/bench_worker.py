@@ -57,10 +57,15 @@ def _keras(spec, train, test):
     from .config import TrainConfig
     from .train import build_compiled, fit_model
 
-    epochs, steps = _epochs_and_steps(spec, len(train[0]))
-    cfg = TrainConfig(backend=spec["backend"], epochs=epochs, batch_size=spec["batch_size"], loop=spec["loop"],
-                      max_steps_per_epoch=steps, threads=spec["threads"]).validate()
-    model = build_compiled(cfg)
+    if spec["mode"] == "recipe":  # a config file's whole recipe (model, optimizer, schedule, epochs)
+        cfg = TrainConfig(**{**spec["recipe"], "backend": spec["backend"], "threads": spec["threads"],
+                             "loop": "fit", "max_steps_per_epoch": 0, "validation_split": 0.0}).validate()
+        steps = math.ceil(len(train[0]) / cfg.batch_size)
+    else:
+        epochs, steps = _epochs_and_steps(spec, len(train[0]))
+        cfg = TrainConfig(backend=spec["backend"], epochs=epochs, batch_size=spec["batch_size"], loop=spec["loop"],
+                          max_steps_per_epoch=steps, threads=spec["threads"]).validate()
+    model = build_compiled(cfg, steps_per_epoch=steps)
     timer, accuracies = EpochTimer(), []
 
     class StopAtTarget(keras.callbacks.Callback):
@@ -69,7 +74,7 @@ def _keras(spec, train, test):
             if accuracies[-1] >= spec["target"]:
                 self.model.stop_training = True
 
-    tta = spec["mode"] == "tta"
+    tta = spec["mode"] in ("tta", "recipe")
     callbacks = [Reseed(cfg.seed), timer] + ([StopAtTarget()] if tta else [])
     fit_model(model, cfg, train, test if tta else None, callbacks)
     info = backends.describe(spec["backend"])
