@@ -41,14 +41,15 @@ def loss_and_grads(model, x, y):
     import numpy as np
 
     loss_fn = keras.losses.CategoricalCrossentropy()
-    non_trainable = [w.value for w in model.non_trainable_weights]
+    # variables, not weights: the random layers' seed states are non-trainable variables too
+    non_trainable = [v.value for v in model.non_trainable_variables]
 
     def loss_of(trainable):
         # jax differentiates pure functions: the weights go in as arguments (stateless_call).
         probs, _ = model.stateless_call(trainable, non_trainable, x, training=False)  # (N, 10)
         return loss_fn(y, probs)
 
-    loss, grads = jax.value_and_grad(loss_of)([w.value for w in model.trainable_weights])
+    loss, grads = jax.value_and_grad(loss_of)([v.value for v in model.trainable_variables])
     return float(loss), [np.asarray(g) for g in grads]
 
 
