@@ -124,7 +124,7 @@ def load_checkpoint(path):
 def fit_model(model, cfg, train_data, val_data, callbacks, initial_epoch=0, verbose=0):
     """model.fit, or the backend's native loop when cfg.loop is "native", for cfg.epochs with
     these callbacks; returns the steps per epoch. The benchmark times this same function."""
-    steps = math.ceil(len(train_data[0]) / cfg.batch_size)
+    full = steps = math.ceil(len(train_data[0]) / cfg.batch_size)
     if cfg.max_steps_per_epoch:
         steps = min(steps, cfg.max_steps_per_epoch)
     if cfg.loop == "native":
@@ -138,7 +138,10 @@ def fit_model(model, cfg, train_data, val_data, callbacks, initial_epoch=0, verb
         batch_size=cfg.batch_size,
         epochs=cfg.epochs,
         initial_epoch=initial_epoch,
-        steps_per_epoch=steps,
+        # None for whole epochs: given steps_per_epoch, Keras makes the next epoch's data iterator
+        # at the end of the previous one, before on_epoch_begin reseeds (torch's DataLoader draws
+        # its seed then), so a resumed run would shuffle differently from an uninterrupted one.
+        steps_per_epoch=steps if steps < full else None,
         validation_data=val_data,
         validation_batch_size=cfg.eval_batch_size,
         shuffle=True,
