@@ -192,7 +192,7 @@ def load_recipe(path):
 def recipe_markdown(recipe, cfg, args):
     if not recipe:
         return ""
-    out = ["", f"Time to {args.recipe_target:.1%} test accuracy with {args.recipe} ({cfg['model']}, batch "
+    out = [f"Time to {args.recipe_target:.1%} test accuracy with {args.recipe} ({cfg['model']}, batch "
                f"{cfg['batch_size']}, {cfg['optimizer']} lr {cfg['lr']:g}, {cfg['lr_schedule']} schedule, at most "
                f"{cfg['epochs']} epochs; training seconds, compiling included, evaluation excluded):", "",
            "| backend | seconds | epochs | test accuracy then |", "| --- | ---: | ---: | ---: |"]
@@ -202,7 +202,7 @@ def recipe_markdown(recipe, cfg, args):
         else:
             seconds = "not reached" if r["seconds"] is None else f"{r['seconds']:.1f}"
             out.append(f"| {r['backend']} | {seconds} | {r['epochs']} | {r['accuracy']:.4f} |")
-    return "\n".join(out)
+    return "\n\n" + "\n".join(out)  # a blank line after the table above it
 
 
 def main(argv=None):
