@@ -228,6 +228,9 @@ def main(argv=None):
             raise UsageError(f"{run_dir} already finished {initial_epoch} of {cfg.epochs} epochs; "
                              "pass a larger --epochs to train on.")
         model = load_checkpoint(run_dir / "checkpoint.keras")
+        # Seeded as a fresh run is: what fit draws before the first epoch's reseed (tf.data's
+        # shuffle stream under tensorflow) is then the same on every resume of this run.
+        keras.utils.set_random_seed(cfg.seed)
         print(f"resuming {run_dir} from epoch {initial_epoch}")
 
     ds = datasets.load(cfg.dataset, cfg.data_dir, cfg.seed)  # float32 (N, H, W, C), one-hot (N, K)
