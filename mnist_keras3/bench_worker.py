@@ -55,12 +55,13 @@ def _keras(spec, train, test):
     keras = backends.activate(spec["backend"], spec["threads"])
     from .callbacks import EpochTimer, Reseed
     from .config import TrainConfig
+    from .optimizers import steps_per_epoch
     from .train import build_compiled, fit_model
 
     if spec["mode"] == "recipe":  # a config file's whole recipe (model, optimizer, schedule, epochs)
         cfg = TrainConfig(**{**spec["recipe"], "backend": spec["backend"], "threads": spec["threads"],
                              "loop": "fit", "max_steps_per_epoch": 0, "validation_split": 0.0}).validate()
-        steps = math.ceil(len(train[0]) / cfg.batch_size)
+        steps = steps_per_epoch(len(train[0]), cfg)
     else:
         epochs, steps = _epochs_and_steps(spec, len(train[0]))
         cfg = TrainConfig(backend=spec["backend"], epochs=epochs, batch_size=spec["batch_size"], loop=spec["loop"],

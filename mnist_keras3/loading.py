@@ -46,20 +46,29 @@ def check_model_file(path):
     return path
 
 
-def load_model(path):
-    """A checked, safely loaded MNIST classifier from a .keras file (any backend wrote it)."""
+def read_keras_file(path, compile=False, hint=""):
+    """check_model_file, then keras.saving.load_model with safe_mode on; whatever Keras raises
+    becomes one ModelFileError line (ending with `hint`, what to do instead)."""
     import keras
 
     path = check_model_file(path)
     try:
-        # compile=False: inference only; no optimizer or loss objects need rebuilding.
-        model = keras.saving.load_model(path, compile=False, safe_mode=True)
+        return keras.saving.load_model(path, compile=compile, safe_mode=True)
     except Exception as e:
         text = " ".join(str(e).split())
         if "Lambda" in text and "safe_mode" in text:
             raise ModelFileError(f"{path} carries a Lambda layer (Python code that would run on load); "
                                  "refused with safe_mode on. Use a model.keras written by mnist_keras3.train.")
-        raise ModelFileError(f"{path} could not be loaded as a Keras model ({type(e).__name__}: {text[:160]}).")
+        raise ModelFileError(f"{path} could not be loaded as a Keras model ({type(e).__name__}: {text[:160]})."
+                             + (f" {hint}" if hint else ""))
+
+
+def load_model(path):
+    """A checked, safely loaded MNIST classifier from a .keras file (any backend wrote it)."""
+    import keras
+
+    # compile=False: inference only; no optimizer or loss objects need rebuilding.
+    model = read_keras_file(path)
     if not isinstance(model, keras.Model):
         raise ModelFileError(f"{path} holds a {type(model).__name__}, not a Keras model.")
     got_in, got_out = _shape(model, "input_shape"), _shape(model, "output_shape")

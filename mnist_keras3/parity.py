@@ -198,16 +198,16 @@ def compare(out, names, args):
     checks_read = {b: pc.read_check(out / b) for b in names}
 
     checks = pc.compare_structure({b: w["structure"] for b, w in workers.items()})
-    digests = {b: m["weights_sha256"] for b, (m, _, _) in checks_read.items()}
-    num = pc.compare_numerics({b: o for b, (_, o, _) in checks_read.items()}, args.prob_tolerance, args.rel_tolerance)
+    digests = {b: m["weights_sha256"] for b, (m, _, _, _) in checks_read.items()}
+    num = pc.compare_numerics({b: o for b, (_, o, _, _) in checks_read.items()}, args.prob_tolerance, args.rel_tolerance)
     if len(set(digests.values())) != 1:  # the premise of level 2: one weight file for all
         num.insert(0, pc.check(2, "the same weight file in every backend", False,
                                f"{len(set(digests.values()))} different files", "one file", str(digests)))
     checks += num
-    checks += pc.compare_init_models({b: pc.read_init(out / b) for b in names}, args.prob_tolerance,
+    checks += pc.compare_init_models({b: init for b, (_, _, _, init) in checks_read.items()}, args.prob_tolerance,
                                      args.rel_tolerance)
-    predictions = {(src, b): classes for b, (_, _, got) in checks_read.items() for src, classes in got.items()}
-    errors = {(src, b): msg for b, (m, _, _) in checks_read.items() for src, msg in m["load_errors"].items()}
+    predictions = {(src, b): classes for b, (_, _, got, _) in checks_read.items() for src, classes in got.items()}
+    errors = {(src, b): msg for b, (m, _, _, _) in checks_read.items() for src, msg in m["load_errors"].items()}
     port, matrix = pc.compare_portability(predictions, errors)
     checks += port
     checks += pc.compare_training({b: {"accuracy": w["training"]["test"]["accuracy"],

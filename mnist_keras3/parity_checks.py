@@ -224,26 +224,20 @@ def markdown(checks, backends, matrix, infos):
     return "\n".join(lines) + "\n"
 
 
-def read_init(folder):
-    """{model name: numerics outputs} of the initial-weights models in one backend's check."""
-    folder = Path(folder)
-    meta = runs.read_json(folder / "check.json")
-    out = {}
-    with np.load(folder / "check.npz") as z:
-        for name, info in (meta.get("init_models") or {}).items():
-            out[name] = {"probs": z[f"init/{name}/probs"], "loss": float(z[f"init/{name}/loss"]),
-                         "grads": [z[f"init/{name}/grad_{i}"] for i in range(len(info["grad_names"]))],
-                         "batch": meta["batch"]}
-    return out
+def _outputs(arrays, prefix, n_grads, batch):
+    """The numerics outputs stored under `prefix` in a check.npz (see parity_worker.check)."""
+    return {"probs": arrays[f"{prefix}probs"], "loss": float(arrays[f"{prefix}loss"]),
+            "grads": [arrays[f"{prefix}grad_{i}"] for i in range(n_grads)], "batch": batch}
 
 
 def read_check(folder):
-    """One backend's check.json + check.npz: (meta, numerics outputs, {source: classes})."""
+    """One backend's check.json + check.npz: (meta, numerics outputs of the trained weights,
+    {source: classes}, {model name: numerics outputs of its initial weights})."""
     folder = Path(folder)
     meta = runs.read_json(folder / "check.json")
     with np.load(folder / "check.npz") as z:
         arrays = {k: z[k] for k in z.files}
-    grads = [arrays[f"grad_{i}"] for i in range(len(meta["grad_names"]))]
     classes = {k[len("classes_from_"):]: v for k, v in arrays.items() if k.startswith("classes_from_")}
-    return meta, {"probs": arrays["probs"], "loss": float(arrays["loss"]), "grads": grads,
-                  "batch": meta["batch"]}, classes
+    init = {name: _outputs(arrays, f"init/{name}/", len(info["grad_names"]), meta["batch"])
+            for name, info in (meta.get("init_models") or {}).items()}
+    return meta, _outputs(arrays, "", len(meta["grad_names"]), meta["batch"]), classes, init

@@ -10,7 +10,6 @@ argparse -> config -> backend -> data -> model -> fit -> run folder (see runs.py
 """
 
 import argparse
-import math
 import platform
 import sys
 import time
@@ -108,25 +107,18 @@ def build_compiled(cfg, input_shape=(28, 28, 1), num_classes=10, steps_per_epoch
 def load_checkpoint(path):
     """The compiled model of a run's checkpoint.keras, optimizer state included (safe_mode stays
     on); a damaged file is a one-line error rather than Keras's traceback."""
-    import keras
+    from .loading import read_keras_file
 
-    from .loading import ModelFileError, check_model_file
-
-    path = check_model_file(path)  # exists, a zip, Keras members, every CRC
-    try:
-        return keras.saving.load_model(path, safe_mode=True)
-    except Exception as e:
-        text = " ".join(str(e).split())
-        raise ModelFileError(f"{path} could not be loaded to resume ({type(e).__name__}: {text[:160]}). "
-                             "Start a new run, or resume a run whose checkpoint is intact.")
+    return read_keras_file(path, compile=True,
+                           hint="Start a new run, or resume a run whose checkpoint is intact.")
 
 
 def fit_model(model, cfg, train_data, val_data, callbacks, initial_epoch=0, verbose=0):
     """model.fit, or the backend's native loop when cfg.loop is "native", for cfg.epochs with
     these callbacks; returns the steps per epoch. The benchmark times this same function."""
-    full = steps = math.ceil(len(train_data[0]) / cfg.batch_size)
-    if cfg.max_steps_per_epoch:
-        steps = min(steps, cfg.max_steps_per_epoch)
+    from .optimizers import steps_per_epoch
+
+    steps = steps_per_epoch(len(train_data[0]), cfg)
     if cfg.loop == "native":
         from . import loops
 
@@ -141,7 +133,7 @@ def fit_model(model, cfg, train_data, val_data, callbacks, initial_epoch=0, verb
         # None for whole epochs: given steps_per_epoch, Keras makes the next epoch's data iterator
         # at the end of the previous one, before on_epoch_begin reseeds (torch's DataLoader draws
         # its seed then), so a resumed run would shuffle differently from an uninterrupted one.
-        steps_per_epoch=steps if steps < full else None,
+        steps_per_epoch=steps if steps * cfg.batch_size < len(train_data[0]) else None,
         validation_data=val_data,
         validation_batch_size=cfg.eval_batch_size,
         shuffle=True,
