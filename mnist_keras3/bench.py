@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 
-from . import backend as backends
+from . import backends
 from .errors import UsageError, run_cli
 
 LOOPS = ("fit", "native")

@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-from . import backend as backends
+from . import backends
 from . import data
 
 

@@ -6,7 +6,7 @@ Keras implements this for the jax backend; each backend module's data_parallel()
 supports, so the other backends answer with one line naming their own tool.
 """
 
-from . import backend as backends
+from . import backends
 
 
 def setup(cfg):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import backend as backends
+from . import backends
 from . import runs
 from .errors import UsageError, run_cli
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import backend as backends
+from . import backends
 from .errors import DataError, MnistKeras3Error, UsageError, run_cli
 
 FORMATS = {"onnx": "onnx", "savedmodel": "tf_saved_model"}  # ours -> Keras's format name

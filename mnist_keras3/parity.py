@@ -20,7 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import backend as backends
+from . import backends
 from . import parity_checks as pc
 from . import runs
 from .errors import MnistKeras3Error, UsageError, run_cli

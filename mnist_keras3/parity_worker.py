@@ -23,7 +23,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from . import backend as backends
+from . import backends
 from . import data, models, runs
 from .errors import TrainingError
 

@@ -14,7 +14,7 @@ import sys
 
 import numpy as np
 
-from . import backend as backends
+from . import backends
 from . import images
 from .errors import UsageError, run_cli
 

@@ -13,7 +13,7 @@ import errno
 import socket
 import sys
 
-from . import backend as backends
+from . import backends
 from .errors import UsageError, run_cli
 from .loading import check_model_file  # keras-free: it only looks at the file
 

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import backend as backends
+from . import backends
 from . import runs
 from .config import DATASETS, DISTRIBUTIONS, LOOPS, LR_SCHEDULES, OPTIMIZERS, TrainConfig, build_config
 from .errors import Interrupted, TrainingError, UsageError, run_cli

@@ -52,7 +52,7 @@ class Predictor:
 
 def model_info(model_path, model):
     """What /api/model and the page show: what is served, on what, and how well it tested."""
-    from . import backend as backends
+    from . import backends
     from .models import parameter_counts
 
     path = Path(model_path)

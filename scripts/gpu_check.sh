@@ -16,7 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-BACKENDS=${BACKENDS:-$("$PYTHON" -c "from mnist_keras3.backend import installed_backends; print(' '.join(installed_backends()))")}
+BACKENDS=${BACKENDS:-$("$PYTHON" -c "from mnist_keras3.backends import installed_backends; print(' '.join(installed_backends()))")}
 LOOPS=${LOOPS:-fit native}
 BATCH=${BATCH:-64}
 MAX_STEPS=${MAX_STEPS:-0}

@@ -21,7 +21,7 @@ os.environ["MNIST_KERAS3_OFFLINE"] = "1"  # tests never touch the network
 os.environ.setdefault("MNIST_KERAS3_CACHE", tempfile.mkdtemp(prefix="mnist-keras3-cache-"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from mnist_keras3 import backend as backends  # noqa: E402  (never imports keras)
+from mnist_keras3 import backends  # noqa: E402  (never imports keras)
 
 BACKEND, _ = backends.resolve_backend()
 os.environ["KERAS_BACKEND"] = BACKEND

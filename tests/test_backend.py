@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from mnist_keras3 import backend as backends
+from mnist_keras3 import backends
 from mnist_keras3.errors import UsageError
 
 
@@ -41,9 +41,9 @@ def test_keras_already_imported_under_another_backend_fails_loudly():
     other = next(b for b in backends.BACKENDS if b != BACKEND)
     code = (
         "import os, sys; os.environ['KERAS_BACKEND'] = %r; import keras\n"
-        "from mnist_keras3 import backend\n"
+        "from mnist_keras3 import backends\n"
         "from mnist_keras3.errors import UsageError\n"
-        "try:\n    backend.activate(%r)\nexcept UsageError as e:\n    print(e); sys.exit(3)\n"
+        "try:\n    backends.activate(%r)\nexcept UsageError as e:\n    print(e); sys.exit(3)\n"
     ) % (BACKEND, other)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     if backends.is_installed(other):
@@ -55,9 +55,10 @@ def test_keras_already_imported_under_another_backend_fails_loudly():
 
 
 def test_importing_the_package_does_not_import_keras():
-    code = "import sys, mnist_keras3, mnist_keras3.train, mnist_keras3.config, mnist_keras3.backend; print('keras' in sys.modules)"
+    code = ("import sys, mnist_keras3, mnist_keras3.train, mnist_keras3.config, mnist_keras3.backends\n"
+            "print('keras' in sys.modules, [m for m in ('torch', 'jax', 'tensorflow') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.stdout.strip() == "False", out.stderr
+    assert out.stdout.strip() == "False []", out.stderr
 
 
 def test_cli_unknown_backend_is_one_line_and_exit_2(cli):

@@ -22,9 +22,9 @@ def test_keras_splits_each_batch_over_both_devices(tmp_path):
     # What DataParallel does to a batch, seen from inside a 2-device jax process.
     script = textwrap.dedent("""
         import json, numpy as np
-        from mnist_keras3 import backend, distribute
+        from mnist_keras3 import backends, distribute
         from mnist_keras3.config import TrainConfig
-        keras = backend.activate("jax")
+        keras = backends.activate("jax")
         info = distribute.setup(TrainConfig(backend="jax", distribute="data-parallel", batch_size=64).validate())
         dist = keras.distribution.distribution()
         batch = dist.get_data_layout((64, 28, 28, 1))

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import BACKEND
-from mnist_keras3 import backend as backends
+from mnist_keras3 import backends
 from mnist_keras3 import parity_checks as pc
 from mnist_keras3.errors import UsageError
 

@@ -11,7 +11,7 @@ import zipfile
 
 import pytest
 
-from mnist_keras3 import backend as backends
+from mnist_keras3 import backends
 
 
 def zipped_config(path):

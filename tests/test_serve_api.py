@@ -24,7 +24,7 @@ def model_path(tmp_path_factory, mnist_dir):
 
 @pytest.fixture(scope="module")
 def app(keras, model_path):
-    from mnist_keras3 import backend as backends
+    from mnist_keras3 import backends
     from mnist_keras3 import webapp
 
     undo = backends.backend_module().configure_serving()  # as `serve` does; undone for the other tests

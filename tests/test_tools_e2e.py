@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from conftest import BACKEND, run_module
-from mnist_keras3 import backend as backends
+from mnist_keras3 import backends
 from photos import write_photo
 
 pytestmark = pytest.mark.e2e

@@ -1,4 +1,12 @@
-"""Per-backend code, one module per backend with the same function names (the contract):
+"""Choose the Keras backend once, at an entry point, before keras is imported.
+
+Precedence, highest first: the `--backend` flag, `backend = "..."` in the config file, the
+`KERAS_BACKEND` environment variable, then the first of torch, jax, tensorflow that is installed.
+Library modules never call this: entry points do, then import what needs keras. Importing this
+package imports no framework and not keras.
+
+Per-backend code: one package per backend (backends/<name>/) with the same function names in its
+__init__.py (the contract):
 
 - framework_version() -> str
 - device_name() -> str: the accelerator Keras will use ("CPU" when none)
@@ -12,5 +20,107 @@
 - data_parallel(cfg) -> (keras.distribution.Distribution, info dict for metrics.json), or a
   UsageError naming the backend's own tool where Keras has no distribution engine for it
 
-Import only the module of the active backend: importing one imports its framework.
+Import only the package of the active backend (backend_module): importing one imports its framework.
 """
+
+import importlib
+import importlib.util
+import os
+import sys
+
+from ..errors import UsageError
+
+BACKENDS = ("torch", "jax", "tensorflow")  # default order when nothing is asked for
+
+
+def is_installed(name):
+    return importlib.util.find_spec(name) is not None
+
+
+def installed_backends():
+    return [b for b in BACKENDS if is_installed(b)]
+
+
+def resolve_backend(flag=None, config=None, environ=None):
+    """Return (backend name, where the choice came from). Raises UsageError on a bad name."""
+    environ = os.environ if environ is None else environ
+    for source, value in (
+        ("--backend", flag),
+        ("config file", config),
+        ("KERAS_BACKEND", environ.get("KERAS_BACKEND")),
+    ):
+        if value:
+            name = value.strip().lower()
+            if name not in BACKENDS:
+                raise UsageError(
+                    f"Expected a backend among {', '.join(BACKENDS)}. "
+                    f"Received: backend={value!r} (from {source})"
+                )
+            return name, source
+    found = installed_backends()
+    if not found:
+        raise UsageError(
+            "No Keras backend is installed. Install one: "
+            'pip install "mnist-keras3[torch]" (or [jax], [tensorflow])'
+        )
+    return found[0], "default (first installed)"
+
+
+def activate(name, threads=0):
+    """Set KERAS_BACKEND to `name` and import keras under it; return the keras module.
+
+    threads > 0 sizes the backend's CPU thread pools (before its first op, which is why it is
+    set here); 0 leaves the framework's default.
+
+    Refuses a keras that was already imported under another backend: Keras reads the backend
+    once, at its first import, so a late switch would silently train on the wrong one.
+    """
+    if name not in BACKENDS:
+        raise UsageError(f"Expected a backend among {', '.join(BACKENDS)}. Received: backend={name!r}")
+    if not is_installed(name):
+        raise UsageError(
+            f"The {name} backend is not installed. Install it: pip install \"mnist-keras3[{name}]\" "
+            f"(installed backends: {', '.join(installed_backends()) or 'none'})"
+        )
+    if "keras" in sys.modules:
+        current = sys.modules["keras"].backend.backend()
+        if current != name:
+            raise UsageError(
+                f"keras was already imported with the {current} backend, so it cannot switch to "
+                f"{name}. Choose the backend before importing keras (set KERAS_BACKEND={name})."
+            )
+    os.environ["KERAS_BACKEND"] = name
+    # Keras seeds tensorflow whenever it is installed, even under another backend: keep its C++
+    # start-up chatter off the console unless the user asked for it.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+
+    # Pin the layout: a stray ~/.keras/keras.json must not change shapes between backends.
+    keras.config.set_image_data_format("channels_last")
+    mod = backend_module(name)
+    mod.configure_numerics()
+    if threads:
+        mod.set_threads(threads)
+    return keras
+
+
+def backend_module(name=None):
+    """The per-backend helpers (mnist_keras3/backends/<name>/): same function names in each."""
+    if name is None:
+        import keras
+
+        name = keras.backend.backend()
+    return importlib.import_module(f"mnist_keras3.backends.{name}")
+
+
+def describe(name=None):
+    """Backend, versions and device of the active keras, for the console and metrics.json."""
+    import keras
+
+    mod = backend_module(name)
+    return {
+        "backend": keras.backend.backend(),
+        "backend_version": mod.framework_version(),
+        "keras_version": keras.__version__,
+        "device": mod.device_name(),
+    }
