@@ -14,7 +14,7 @@ import tomli_w
 from .errors import UsageError
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "nadam")
-LOOPS = ("fit", "native")  # Keras's model.fit, or the backend's own loop (mnist_keras3/loops/)
+LOOPS = ("fit", "native")  # Keras's model.fit, or the backend's own loop (mnist_keras3/backends/<name>/loop.py)
 LR_SCHEDULES = ("none", "cosine")
 DATASETS = ("mnist", "fashion_mnist", "cifar10")  # and "folder:PATH"
 DISTRIBUTIONS = ("none", "data-parallel")
@@ -37,7 +37,7 @@ class TrainConfig:
     max_steps_per_epoch: int = 0  # 0: no cap
     eval_batch_size: int = 1000
     # "fit": model.fit. "native": the same model and optimizer driven by the backend's own
-    # compiled loop (mnist_keras3/loops/<backend>.py); same run folder, same history keys.
+    # compiled loop (mnist_keras3/backends/<backend>/loop.py); same run folder, same history keys.
     loop: str = "fit"
     threads: int = 0  # CPU threads for the backend's math; 0: the framework's default
     lr_schedule: str = "none"  # "cosine": cosine decay from lr to 0 over all training steps

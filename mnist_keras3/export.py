@@ -5,7 +5,7 @@
 
 The export is checked before it is kept: ONNX in onnxruntime, SavedModel in tensorflow, on the
 10,000 MNIST test images, against the Keras model (same class for every image, probabilities
-within 1e-4). What each backend can export is in backends/<name>.py (export_modules).
+within 1e-4). What each backend can export is in backends/<name>/ (export_modules).
 """
 
 import argparse

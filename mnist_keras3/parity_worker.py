@@ -101,7 +101,7 @@ def sha256(path):
 
 def numerics(model_name, weights, x, y, batch):
     """The model built from code with the shared weights: probabilities of x, loss + gradients
-    of its first `batch` images (backend-specific autodiff in backends/<name>.py)."""
+    of its first `batch` images (backend-specific autodiff in backends/<name>/)."""
     model = models.build_model(model_name)
     model.load_weights(weights)
     probs = model.predict(x, batch_size=len(x), verbose=0)  # (N, 10)

@@ -6,7 +6,7 @@
     python -m mnist_keras3.train --resume runs/<run>      # continue an interrupted run
 
 argparse -> config -> backend -> data -> model -> fit -> run folder (see runs.py).
-`--loop native` trains the same model with the backend's own compiled loop (mnist_keras3/loops/).
+`--loop native` trains the same model with the backend's own compiled loop (mnist_keras3/backends/<name>/loop.py).
 """
 
 import argparse
@@ -120,10 +120,10 @@ def fit_model(model, cfg, train_data, val_data, callbacks, initial_epoch=0, verb
 
     steps = steps_per_epoch(len(train_data[0]), cfg)
     if cfg.loop == "native":
-        from . import loops
+        from .backends import loop
 
-        loops.get(cfg.backend).fit(model, train_data, val_data, cfg, callbacks, initial_epoch=initial_epoch,
-                                   steps_per_epoch=steps, verbose=verbose)
+        loop.fit(cfg.backend, model, train_data, val_data, cfg, callbacks, initial_epoch=initial_epoch,
+                 steps_per_epoch=steps, verbose=verbose)
         return steps
     model.fit(
         *train_data,

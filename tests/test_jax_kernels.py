@@ -8,9 +8,9 @@ pytestmark = pytest.mark.jax
 
 @pytest.fixture
 def jk(keras):
-    from mnist_keras3.loops import jax_kernels
+    from mnist_keras3.backends.jax import kernels
 
-    return jax_kernels
+    return kernels
 
 
 def _compare(jk, fn, *args, atol=1e-5):

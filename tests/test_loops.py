@@ -8,19 +8,19 @@ import numpy as np
 import pytest
 
 from conftest import BACKEND
-from mnist_keras3 import loops
+from mnist_keras3.backends import loop
 from mnist_keras3.config import TrainConfig, build_config
 from mnist_keras3.errors import UsageError
 
 
 def test_epoch_batches_cover_the_permutation_like_fit():
     order = np.random.default_rng(0).permutation(10)
-    head, tail = loops.epoch_batches(order, 4, steps=3)
+    head, tail = loop.epoch_batches(order, 4, steps=3)
     assert head.shape == (2, 4) and tail.shape == (1, 2)  # 10 = 4 + 4 + a short batch of 2
     assert sorted(np.concatenate([head.ravel(), tail.ravel()])) == list(range(10))
-    head, tail = loops.epoch_batches(order, 4, steps=2)  # a step cap drops the rest
+    head, tail = loop.epoch_batches(order, 4, steps=2)  # a step cap drops the rest
     assert head.shape == (2, 4) and tail is None and list(head.ravel()) == list(order[:8])
-    chunks = list(loops.calls(np.zeros((250, 4), int), tail, per_call=100))
+    chunks = list(loop.calls(np.zeros((250, 4), int), tail, per_call=100))
     assert [len(c) for c in chunks] == [100, 100, 50]
 
 
@@ -54,7 +54,7 @@ def test_native_steps_make_the_same_updates_as_keras(keras, small_batch, optimiz
     batches = np.arange(48).reshape(3, 16)
     for b in batches:
         keras_model.train_on_batch(x[b], y[b])
-    trainer = loops.get(BACKEND).Trainer(native_model, x, y)
+    trainer = loop.get(BACKEND).Trainer(native_model, x, y)
     if BACKEND == "torch":
         assert (trainer.fused is not None) == (optimizer == "adam")
     loss_sum, hits, seen = trainer.run(batches)
@@ -81,11 +81,11 @@ def test_native_loop_trains_to_the_same_accuracy_as_fit(keras, mnist):
     (x_train, y_train), (x_test, y_test) = mnist
     train, test = data.preprocess(x_train, y_train), data.preprocess(x_test, y_test)
     results = {}
-    for loop in ("fit", "native"):
-        cfg = TrainConfig(backend=BACKEND, loop=loop, epochs=2, batch_size=64, max_steps_per_epoch=150, seed=1)
+    for kind in ("fit", "native"):
+        cfg = TrainConfig(backend=BACKEND, loop=kind, epochs=2, batch_size=64, max_steps_per_epoch=150, seed=1)
         model = build_compiled(cfg)
         fit_model(model, cfg, train, None, [Reseed(cfg.seed)])
-        results[loop] = model.evaluate(*test, batch_size=1000, verbose=0, return_dict=True)
+        results[kind] = model.evaluate(*test, batch_size=1000, verbose=0, return_dict=True)
     assert results["fit"]["accuracy"] > 0.8 and results["native"]["accuracy"] > 0.8, results
     assert abs(results["native"]["accuracy"] - results["fit"]["accuracy"]) <= 0.03, results
     assert abs(results["native"]["loss"] - results["fit"]["loss"]) <= 0.05, results

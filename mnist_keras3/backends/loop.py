@@ -1,15 +1,16 @@
 """Native training loops: the same Keras model and optimizer, driven by the backend's own compiled
 loop instead of `model.fit` (`python -m mnist_keras3.train --loop native`).
 
-One contract, one module per backend (torch.py, jax.py, tensorflow.py), same names in each:
+One contract, one module per backend (backends/<name>/loop.py), and one name in each:
 
 - `Trainer(model, x, y)`: holds the training arrays on the device and the compiled step(s);
   `run(batches) -> (loss_sum, correct, seen)` trains on a (k, batch) array of sample indices,
   one optimizer step per row; `sync()` writes whatever it holds outside the Keras variables back
   into them (jax keeps the state as arrays between calls), before validation and checkpoints.
-- `fit(model, train_data, val_data, cfg, callbacks=(), initial_epoch=0, steps_per_epoch=None,
-  verbose=0)` -> history dict {accuracy, loss, val_accuracy, val_loss: [per epoch]}, like `fit`'s;
-  verbose as in `fit` (Keras's own progress bar).
+
+`fit(backend, model, train_data, val_data, cfg, callbacks=(), initial_epoch=0, steps_per_epoch=None,
+verbose=0)` below trains with that backend's Trainer -> history dict {accuracy, loss, val_accuracy,
+val_loss: [per epoch]}, like `fit`'s; verbose as in `fit` (Keras's own progress bar).
 
 The epoch loop around the trainer is shared (`run_epochs` below), so every backend calls the
 callbacks at the same points as `model.fit` does: on_train_begin, on_epoch_begin, on_train_batch_end
@@ -33,8 +34,16 @@ STEPS_PER_CALL = 100  # optimizer steps per compiled call (jax, tensorflow): few
 
 
 def get(backend):
-    """The loop module of a backend: mnist_keras3.loops.<backend>."""
-    return importlib.import_module(f"mnist_keras3.loops.{backend}")
+    """The loop module of a backend: mnist_keras3.backends.<backend>.loop (imports its framework)."""
+    return importlib.import_module(f"mnist_keras3.backends.{backend}.loop")
+
+
+def fit(backend, model, train_data, val_data, cfg, callbacks=(), initial_epoch=0, steps_per_epoch=None,
+        verbose=0):
+    """Train `model` with `backend`'s native Trainer in the shared epoch loop; returns the history dict."""
+    trainer = get(backend).Trainer(model, *train_data)
+    return run_epochs(trainer, model, train_data, val_data, cfg, callbacks, initial_epoch, steps_per_epoch,
+                      verbose)
 
 
 def epoch_batches(order, batch_size, steps):

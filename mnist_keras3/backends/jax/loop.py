@@ -1,12 +1,13 @@
 """jax: `model.stateless_call` + `optimizer.stateless_apply` in a `lax.scan` over up to
 STEPS_PER_CALL steps, under one `jax.jit`: one host round trip per call instead of per step. The
 training arrays live on the device and each step gathers its batch there. On CPU the traced step
-has its small convolutions and max pools swapped for faster equivalent kernels (jax_kernels.py)."""
+has its small convolutions and max pools swapped for faster equivalent kernels (kernels.py)."""
 
 import jax
 import jax.numpy as jnp
 
-from . import check_compiled, jax_kernels, run_epochs
+from ..loop import check_compiled
+from . import kernels
 
 
 class Trainer:
@@ -27,8 +28,8 @@ class Trainer:
             hits = jnp.sum(jnp.argmax(probs, -1) == jnp.argmax(yb, -1))
             return loss, (non_trainable, hits)
 
-        if jax.default_backend() == "cpu":  # XLA:CPU's kernels for tiny convs are slow: jax_kernels.py
-            loss_and_updates = jax_kernels.rewrite(loss_and_updates)
+        if jax.default_backend() == "cpu":  # XLA:CPU's kernels for tiny convs are slow: kernels.py
+            loss_and_updates = kernels.rewrite(loss_and_updates)
         grad_fn = jax.value_and_grad(loss_and_updates, has_aux=True)
 
         def call(state, x, y, batches):  # batches: (k, B) sample indices
@@ -67,9 +68,3 @@ class Trainer:
             for v, value in zip(variables, values):
                 v.assign(value)
         self.state = self._read_state()
-
-
-def fit(model, train_data, val_data, cfg, callbacks=(), initial_epoch=0, steps_per_epoch=None, verbose=0):
-    trainer = Trainer(model, *train_data)
-    return run_epochs(trainer, model, train_data, val_data, cfg, callbacks, initial_epoch, steps_per_epoch,
-                      verbose)

@@ -9,7 +9,7 @@ import warnings
 import numpy as np
 import torch
 
-from . import check_compiled, run_epochs
+from ..loop import check_compiled
 
 
 class _LossAndHits(torch.nn.Module):
@@ -139,9 +139,3 @@ class Trainer:
 
     def sync(self):
         pass  # the Keras variables are the tensors this loop updated
-
-
-def fit(model, train_data, val_data, cfg, callbacks=(), initial_epoch=0, steps_per_epoch=None, verbose=0):
-    trainer = Trainer(model, *train_data)
-    return run_epochs(trainer, model, train_data, val_data, cfg, callbacks, initial_epoch, steps_per_epoch,
-                      verbose)

@@ -4,7 +4,7 @@ import os
 
 import jax
 
-from ..errors import UsageError
+from ...errors import UsageError
 
 
 def framework_version():

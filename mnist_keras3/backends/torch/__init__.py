@@ -2,7 +2,7 @@
 
 import torch
 
-from ..errors import UsageError
+from ...errors import UsageError
 
 
 def framework_version():

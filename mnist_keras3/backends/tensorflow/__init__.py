@@ -2,7 +2,7 @@
 
 import tensorflow as tf
 
-from ..errors import UsageError
+from ...errors import UsageError
 
 
 def framework_version():

@@ -7,7 +7,7 @@ and its max-pool gradient were 2-3x slower than TensorFlow's own (docs/speed.md)
 
 import tensorflow as tf
 
-from . import check_compiled, run_epochs
+from ..loop import check_compiled
 
 
 class Trainer:
@@ -48,9 +48,3 @@ class Trainer:
 
     def sync(self):
         pass  # the graph updated the Keras variables themselves
-
-
-def fit(model, train_data, val_data, cfg, callbacks=(), initial_epoch=0, steps_per_epoch=None, verbose=0):
-    trainer = Trainer(model, *train_data)
-    return run_epochs(trainer, model, train_data, val_data, cfg, callbacks, initial_epoch, steps_per_epoch,
-                      verbose)
