@@ -12,7 +12,7 @@ import pytest
 
 from conftest import BACKEND
 from mnist_keras3 import backends
-from mnist_keras3 import parity_checks as pc
+from mnist_keras3.parity import compare as pc
 from mnist_keras3.errors import UsageError
 
 
@@ -128,7 +128,7 @@ def test_markdown_lists_failures():
 @pytest.mark.parametrize("text", ["torch", "torch,torch", "torch,mxnet", ""],
                          ids=["one", "duplicate", "unknown", "empty"])
 def test_backends_flag_needs_two_distinct_known_names(text):
-    from mnist_keras3.parity import parse_backends
+    from mnist_keras3.parity.report import parse_backends
 
     with pytest.raises(UsageError, match="Expected two or more distinct backends"):
         parse_backends(text)
@@ -149,7 +149,8 @@ def variant(keras, pool_layer):
 
 
 def test_a_model_with_a_different_layer_fails_structure(keras):
-    from mnist_keras3 import models, parity_worker
+    from mnist_keras3 import models
+    from mnist_keras3.parity import worker as parity_worker
 
     real = parity_worker.structure_of(models.build_model("tutorial"))
     same = parity_worker.structure_of(variant(keras, keras.layers.MaxPooling2D))
@@ -195,7 +196,8 @@ def perturbed_copy(keras, weights, target, delta):
 
 
 def test_a_perturbed_weight_file_fails_numerics(keras, small_batch, tmp_path):
-    from mnist_keras3 import models, parity_worker
+    from mnist_keras3 import models
+    from mnist_keras3.parity import worker as parity_worker
 
     keras.utils.set_random_seed(1)
     weights = tmp_path / "shared.weights.h5"
@@ -289,7 +291,7 @@ def test_a_hidden_package_looks_uninstalled_to_import_and_find_spec():
     import sys
 
     code = ("import importlib.util, sys\n"
-            "from mnist_keras3.parity import _Hide\n"
+            "from mnist_keras3.parity.report import _Hide\n"
             "assert 'xmlrpc' not in sys.modules and importlib.util.find_spec('xmlrpc') is not None\n"
             "sys.meta_path[:] = [_Hide(f, ['xmlrpc']) for f in sys.meta_path]\n"
             "assert importlib.util.find_spec('xmlrpc') is None and 'xmlrpc' not in sys.modules\n"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import runs
+from .. import runs
 
 LEVELS = {1: "structure", 2: "numerics", 3: "portability", 4: "training"}
 
@@ -225,7 +225,7 @@ def markdown(checks, backends, matrix, infos):
 
 
 def _outputs(arrays, prefix, n_grads, batch):
-    """The numerics outputs stored under `prefix` in a check.npz (see parity_worker.check)."""
+    """The numerics outputs stored under `prefix` in a check.npz (see worker.check)."""
     return {"probs": arrays[f"{prefix}probs"], "loss": float(arrays[f"{prefix}loss"]),
             "grads": [arrays[f"{prefix}grad_{i}"] for i in range(n_grads)], "batch": batch}
 

@@ -12,6 +12,9 @@ A process has one Keras backend, so each backend's work runs in its own subproce
                                                                    -> <out>/B/check.json, .npz
   3. this process (no keras at all) compares them                  -> <out>/parity.md, parity.json
 Exit status 1 when any check fails.
+
+parity/worker.py is one backend's part (steps 1 and 2), parity/compare.py the comparisons (step 3),
+this module the command; `python -m mnist_keras3.parity` runs main() (parity/__main__.py).
 """
 
 import argparse
@@ -20,10 +23,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import backends
-from . import parity_checks as pc
-from . import runs
-from .errors import MnistKeras3Error, UsageError, run_cli
+from .. import backends, runs
+from ..errors import MnistKeras3Error, UsageError
+from . import compare as pc
 
 DEFAULT_OUTPUT = "runs/parity"
 
@@ -140,12 +142,12 @@ def sub_main(command, argv):
         hidden = [b for b in backends.BACKENDS if b != args.backend and b not in sys.modules]
         sys.meta_path[:] = [_Hide(f, hidden) if hasattr(f, "find_spec") else f for f in sys.meta_path]
     backends.activate(args.backend)
-    from . import parity_worker
+    from . import worker  # imports keras: only now that the backend is set
 
     if command == "worker":
-        parity_worker.worker(args.backend, args.output_dir, training_args(args), args.seed)
+        worker.worker(args.backend, args.output_dir, training_args(args), args.seed)
     else:
-        parity_worker.check(args.backend, args.output_dir, args.sources.split(","), args.weights,
+        worker.check(args.backend, args.output_dir, args.sources.split(","), args.weights,
                             args.data_dir, args.images, args.grad_batch, args.init_dir)
     return 0
 
@@ -268,7 +270,3 @@ def main(argv=None):
         raise ParityFailure(f"{len(failed)} of {len(checks)} parity checks failed: "
                             f"{', '.join(c['area'] + ': ' + c['name'] for c in failed)}. See {out / 'parity.md'}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(run_cli(main))

@@ -1,4 +1,4 @@
-"""What one backend's parity subprocess measures; the report (parity_checks.py) compares them.
+"""What one backend's parity subprocess measures; the report (compare.py) compares them.
 
 Import only after the backend is chosen (it imports keras). Two steps, each a subcommand of
 `python -m mnist_keras3.parity`:
@@ -23,9 +23,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from . import backends
-from . import data, models, runs
-from .errors import TrainingError
+from .. import backends, data, models, runs
+from ..errors import TrainingError
 
 
 def structure_of(model):
