@@ -7,7 +7,7 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from mnist_keras3.bench import main  # noqa: E402
+from mnist_keras3.bench.report import main  # noqa: E402
 from mnist_keras3.errors import run_cli  # noqa: E402
 
 if __name__ == "__main__":

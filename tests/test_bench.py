@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from conftest import BACKEND, REPO
-from mnist_keras3 import bench
+from mnist_keras3.bench import report as bench
 from mnist_keras3.errors import UsageError
 
 

@@ -1,6 +1,6 @@
 """One benchmark job, run by `python -m mnist_keras3.bench --worker JSON` in its own process.
 
-Keras jobs train through train.fit_model, the function `python -m mnist_keras3.train` uses, so the
+Keras jobs train through training.fit_model, the function `python -m mnist_keras3.train` uses, so the
 benchmark times the code users run. The reference job is a plain PyTorch loop, below.
 """
 
@@ -10,8 +10,7 @@ import time
 
 import numpy as np
 
-from . import backends
-from . import data
+from .. import backends, data
 
 
 def _peak_rss_mb():
@@ -53,10 +52,10 @@ def _speed_or_tta(spec, seconds, cpu_seconds, samples, accuracies):
 
 def _keras(spec, train, test):
     keras = backends.activate(spec["backend"], spec["threads"])
-    from .callbacks import EpochTimer, Reseed
-    from .config import TrainConfig
-    from .optimizers import steps_per_epoch
-    from .train import build_compiled, fit_model
+    from ..callbacks import EpochTimer, Reseed
+    from ..config import TrainConfig
+    from ..optimizers import steps_per_epoch
+    from ..train import build_compiled, fit_model
 
     if spec["mode"] == "recipe":  # a config file's whole recipe (model, optimizer, schedule, epochs)
         cfg = TrainConfig(**{**spec["recipe"], "backend": spec["backend"], "threads": spec["threads"],

@@ -12,6 +12,9 @@ rounds. Rounds run the jobs in alternating order, so a machine that gets busier 
 middle of a run does not favour whoever ran first. The ratio is that median over the reference's
 median at the same batch size. Time to accuracy: training seconds (compiling included, evaluation
 excluded) until the test accuracy measured after an epoch first reaches --target.
+
+This module is the command (`python -m mnist_keras3.bench` runs its main() through
+bench/__main__.py); bench/worker.py is one job, in its own process.
 """
 
 import argparse
@@ -23,10 +26,9 @@ import subprocess
 import sys
 import time
 
-from . import backends
-from .errors import UsageError, run_cli
-
-LOOPS = ("fit", "native")
+from .. import backends
+from ..config import LOOPS
+from ..errors import UsageError
 
 
 def parse_args(argv=None):
@@ -87,7 +89,7 @@ def run_job(job, args):
     """One job in a fresh interpreter; returns its result dict (or the error it printed)."""
     spec = {"epochs": args.epochs, "max_samples": args.max_samples, "threads": args.threads,
             "data_dir": args.data_dir, "target": args.target, "max_epochs": args.tta_max_epochs, **job}
-    package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # importable from a checkout
+    package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # from a checkout
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "KERAS_BACKEND": job["backend"],
            "PYTHONPATH": os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)}
     if args.threads:  # OpenMP pools (torch, oneDNN) read this at start-up
@@ -180,7 +182,7 @@ def markdown(rows, tta, info, args):
 def load_recipe(path):
     """The settings of a train config file, validated as train would (backend and threads are the
     benchmark's own)."""
-    from .config import build_config
+    from ..config import build_config
 
     cfg = build_config(path)
     if cfg.dataset != "mnist" or cfg.distribute != "none":
@@ -208,7 +210,7 @@ def recipe_markdown(recipe, cfg, args):
 def main(argv=None):
     args = parse_args(argv)
     if args.worker:
-        from .bench_worker import work
+        from .worker import work
 
         print(json.dumps(work(json.loads(args.worker))))
         return 0
@@ -248,7 +250,7 @@ def main(argv=None):
     rows = summarize(speed, tta, sizes)
     table = markdown(rows, tta, info, args) + recipe_markdown(recipe, recipe_cfg, args)
     print("\n" + table)
-    from . import runs
+    from .. import runs
 
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     runs.write_json(args.json, {"machine": info, "settings": {k: v for k, v in vars(args).items() if k != "worker"},
@@ -257,6 +259,3 @@ def main(argv=None):
     print(f"\nresults: {args.json}")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(run_cli(main))

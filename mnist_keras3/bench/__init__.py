@@ -1,0 +1,5 @@
+"""The training-speed benchmark (`python -m mnist_keras3.bench`, or scripts/benchmark.py).
+
+report.py  the command: plans the jobs, runs each in a subprocess, the table, ratios, time to accuracy
+worker.py  one job in its own process: a Keras training run, or the plain PyTorch reference loop
+"""
