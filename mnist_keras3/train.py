@@ -5,20 +5,18 @@
     python -m mnist_keras3.train --config configs/tutorial.toml --backend torch
     python -m mnist_keras3.train --resume runs/<run>      # continue an interrupted run
 
-argparse -> config -> backend -> data -> model -> fit -> run folder (see runs.py).
-`--loop native` trains the same model with the backend's own compiled loop (mnist_keras3/backends/<name>/loop.py).
+argparse -> config -> backend, here; then training.run (training.py): data -> model -> fit -> run
+folder (see runs.py). `--loop native` trains the same model with the backend's own compiled loop
+(mnist_keras3/backends/<name>/loop.py).
 """
 
 import argparse
-import platform
 import sys
-import time
 from pathlib import Path
 
-from . import backends
-from . import runs
+from . import backends, training
 from .config import DATASETS, DISTRIBUTIONS, LOOPS, LR_SCHEDULES, OPTIMIZERS, TrainConfig, build_config
-from .errors import Interrupted, TrainingError, UsageError, run_cli
+from .errors import UsageError, run_cli
 
 
 def parse_args(argv=None):
@@ -91,223 +89,14 @@ def resolve_config(args):
     return cfg, source
 
 
-def build_compiled(cfg, input_shape=(28, 28, 1), num_classes=10, steps_per_epoch=None):
-    """A fresh model of cfg.model, seeded, compiled as the tutorial's: optimizer, CCE, accuracy."""
-    import keras
-
-    from . import models, optimizers
-
-    keras.utils.set_random_seed(cfg.seed)
-    model = models.build_model(cfg.model, input_shape, num_classes)
-    optimizer = optimizers.build_optimizer(cfg, steps_per_epoch or 1)
-    model.compile(optimizer=optimizer, loss="categorical_crossentropy", metrics=["accuracy"])
-    return model
-
-
-def load_checkpoint(path):
-    """The compiled model of a run's checkpoint.keras, optimizer state included (safe_mode stays
-    on); a damaged file is a one-line error rather than Keras's traceback."""
-    from .loading import read_keras_file
-
-    return read_keras_file(path, compile=True,
-                           hint="Start a new run, or resume a run whose checkpoint is intact.")
-
-
-def fit_model(model, cfg, train_data, val_data, callbacks, initial_epoch=0, verbose=0):
-    """model.fit, or the backend's native loop when cfg.loop is "native", for cfg.epochs with
-    these callbacks; returns the steps per epoch. The benchmark times this same function."""
-    from .optimizers import steps_per_epoch
-
-    steps = steps_per_epoch(len(train_data[0]), cfg)
-    if cfg.loop == "native":
-        from .backends import loop
-
-        loop.fit(cfg.backend, model, train_data, val_data, cfg, callbacks, initial_epoch=initial_epoch,
-                 steps_per_epoch=steps, verbose=verbose)
-        return steps
-    model.fit(
-        *train_data,
-        batch_size=cfg.batch_size,
-        epochs=cfg.epochs,
-        initial_epoch=initial_epoch,
-        # None for whole epochs: given steps_per_epoch, Keras makes the next epoch's data iterator
-        # at the end of the previous one, before on_epoch_begin reseeds (torch's DataLoader draws
-        # its seed then), so a resumed run would shuffle differently from an uninterrupted one.
-        steps_per_epoch=steps if steps * cfg.batch_size < len(train_data[0]) else None,
-        validation_data=val_data,
-        validation_batch_size=cfg.eval_batch_size,
-        shuffle=True,
-        verbose=verbose,
-        callbacks=callbacks,
-    )
-    return steps
-
-
-def early_stopping(cfg, history=None):
-    """keras.callbacks.EarlyStopping on val_loss for cfg.early_stopping > 0 (else None). On resume,
-    the epochs already run count: its best val_loss and the epochs since are taken from the history."""
-    import keras
-
-    if not cfg.early_stopping:
-        return None
-
-    class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
-        def on_train_begin(self, logs=None):
-            super().on_train_begin(logs)
-            past = (history or {}).get("val_loss") or []
-            if past:
-                # Improvement is measured against the best val_loss so far and patience counts
-                # from its epoch; but only the checkpoint's weights (the last epoch) are on disk,
-                # so they are the ones kept unless a later epoch improves.
-                best = min(range(len(past)), key=past.__getitem__)
-                self.best, self.wait = past[best], len(past) - 1 - best
-                self.best_epoch, self.best_weights = len(past) - 1, self.model.get_weights()
-
-    return ResumableEarlyStopping(monitor="val_loss", patience=cfg.early_stopping, restore_best_weights=True)
-
-
-def train(model, cfg, train_data, val_data, run_dir, initial_epoch=0, history=None):
-    """fit_model with the run's callbacks; returns (checkpoint, stopper, per-epoch seconds, steps,
-    early stopper or None)."""
-    import keras
-
-    from .callbacks import Checkpoint, EpochTimer, Reseed, StopOnSignal, tensorboard
-
-    with StopOnSignal() as stopper:
-        timer, checkpoint = EpochTimer(), Checkpoint(run_dir, history, stopper)
-        callbacks = [stopper, Reseed(cfg.seed), timer, keras.callbacks.TerminateOnNaN(), checkpoint]
-        if cfg.tensorboard:
-            callbacks.append(tensorboard(run_dir / "tensorboard"))
-        # After the checkpoint: checkpoint.keras holds the last epoch (what --resume continues),
-        # while the restored best weights go to model.keras.
-        early = early_stopping(cfg, history)
-        if early is not None:
-            callbacks.append(early)
-        # Progress bar on a terminal, one line per epoch in logs and CI.
-        steps = fit_model(model, cfg, train_data, val_data, callbacks, initial_epoch,
-                          verbose=1 if sys.stdout.isatty() else 2)
-    return checkpoint, stopper, timer.train_seconds, steps, early
-
-
-def test(model, x_test, y_test, cfg):
-    result = model.evaluate(x_test, y_test, batch_size=cfg.eval_batch_size, verbose=0, return_dict=True)
-    return {"loss": float(result["loss"]), "accuracy": float(result["accuracy"])}
-
-
 def main(argv=None):
     args = parse_args(argv)
     cfg, source = resolve_config(args)
     if args.print_config:
         print(cfg.to_toml(), end="")
         return 0
-    keras = backends.activate(cfg.backend, cfg.threads)
-    from . import callbacks, data, datasets, distribute, models, optimizers  # need keras: only now
-
-    distribution = distribute.setup(cfg)  # before anything touches a device
-    info = backends.describe(cfg.backend)
-    print(f"backend {info['backend']} {info['backend_version']} ({source}) | keras {info['keras_version']} "
-          f"| device {info['device']} | loop {cfg.loop}")
-
-    history, initial_epoch, model = {}, 0, None
-    if args.resume:  # before the data is read: a bad run folder fails at once
-        run_dir = Path(args.resume)
-        state_path = run_dir / "checkpoint.json"
-        if not state_path.is_file():
-            raise UsageError(f"{run_dir} has no checkpoint to resume from (no complete epoch was saved).")
-        state = runs.read_json(state_path)
-        initial_epoch, history = int(state["epoch"]), state["history"]
-        if initial_epoch >= cfg.epochs:
-            raise UsageError(f"{run_dir} already finished {initial_epoch} of {cfg.epochs} epochs; "
-                             "pass a larger --epochs to train on.")
-        model = load_checkpoint(run_dir / "checkpoint.keras")
-        # Seeded as a fresh run is: what fit draws before the first epoch's reseed (tf.data's
-        # shuffle stream under tensorflow) is then the same on every resume of this run.
-        keras.utils.set_random_seed(cfg.seed)
-        print(f"resuming {run_dir} from epoch {initial_epoch}")
-
-    ds = datasets.load(cfg.dataset, cfg.data_dir, cfg.seed)  # float32 (N, H, W, C), one-hot (N, K)
-    x_test, y_test = ds.x_test, ds.y_test
-    print(f"data {ds.name}: {len(ds.x_train):,} train, {len(x_test):,} test images of shape {ds.input_shape}, "
-          f"{ds.num_classes} classes" + (f" | {distribution['type']} over {distribution['device_count']} devices"
-                                         if cfg.distribute != "none" else ""))
-    train_data, val_data = data.split_validation(ds.x_train, ds.y_train, cfg.validation_split)
-    if val_data is None:
-        val_data = (x_test, y_test)
-    if cfg.distribute != "none":
-        split = distribute.trim_to_devices(distribution, train=train_data, val=val_data, test=(x_test, y_test))
-        train_data, val_data, (x_test, y_test) = split["train"], split["val"], split["test"]
-
-    if model is None:
-        model = build_compiled(cfg, ds.input_shape, ds.num_classes,
-                               optimizers.steps_per_epoch(len(train_data[0]), cfg))
-        run_dir = runs.new_run_dir(cfg.output_dir, cfg.backend, cfg.model)
-    runs.write_text(run_dir / "config.toml", cfg.to_toml())
-    params = models.parameter_counts(model)
-    print(f"model {cfg.model}: {params['total']:,} parameters ({params['trainable']:,} trainable) | run {run_dir}")
-
-    started = time.time()
-    try:
-        checkpoint, stopper, seconds, steps, early = train(model, cfg, train_data, val_data, run_dir,
-                                                           initial_epoch, history)
-    except KeyboardInterrupt:  # a second Ctrl-C: stopped at once, mid-batch
-        stopper = None
-    if stopper is None or stopper.signal_name:
-        state = runs.read_json(run_dir / "checkpoint.json") if (run_dir / "checkpoint.json").is_file() else None
-        done = f"epoch {state['epoch']} is saved" if state else "no epoch was complete, so nothing is saved"
-        why = stopper.signal_name if stopper else "SIGINT"
-        raise Interrupted(f"training stopped by {why}; {done}. Resume with: python -m mnist_keras3.train "
-                          f"--resume {run_dir}")
-
-    history = checkpoint.history
-    epochs_done = len(history.get("loss", []))
-    stopped_early = early is not None and early.stopped_epoch > 0
-    if epochs_done < cfg.epochs and not stopped_early:  # TerminateOnNaN stopped fit: the loss diverged
-        runs.write_json(run_dir / "metrics.json", {"status": "diverged", "epochs_completed": epochs_done, **info})
-        kept = (f"The last good checkpoint is {run_dir / 'checkpoint.keras'} (epoch {epochs_done})"
-                if epochs_done else "No epoch completed, so there is no checkpoint")
-        raise TrainingError(f"the loss became NaN/inf in epoch {epochs_done + 1}, so training stopped. "
-                            f"{kept}. Try a lower --lr.")
-
-    test_metrics = test(model, x_test, y_test, cfg)
-    runs.save_model(model, run_dir / "model.keras")
-    n_samples = steps * cfg.batch_size
-    train_seconds = sum(seconds)
-    if early is not None:  # Keras restores the kept weights at the end, stopped early or not
-        print(f"early stopping (patience {cfg.early_stopping}): " + (
-            f"val_loss stopped improving, stopped after epoch {epochs_done}" if stopped_early else
-            "ran every epoch") + f"; the model keeps epoch {early.best_epoch + 1}'s weights "
-            f"(val_loss {history['val_loss'][early.best_epoch]:.4f})")
-    metrics = {
-        "status": "early-stopped" if stopped_early else "complete",
-        "early_stopping": {"patience": cfg.early_stopping, "stopped_early": stopped_early,
-                           "epochs_completed": epochs_done, "kept_epoch": early.best_epoch + 1,
-                           "kept_val_loss": history["val_loss"][early.best_epoch]}
-        if early is not None else None,
-        **info,
-        "python": platform.python_version(),
-        "model": cfg.model,
-        "parameters": params,
-        "dataset": ds.describe(),
-        "distribution": distribution,
-        "config": {k: v for k, v in vars(cfg).items()},
-        "validation_source": "test set" if not cfg.validation_split else f"last {cfg.validation_split:g} of training set",
-        "history": history,
-        "test": test_metrics,
-        "train_seconds_this_session": round(train_seconds, 3),
-        # First epoch whose val_accuracy (the test set when validation_split = 0) reached each mark.
-        "time_to_val_accuracy": callbacks.time_to_accuracy(history, seconds, initial_epoch),
-        "epochs_this_session": len(seconds),
-        "train_samples_per_second": round(len(seconds) * min(n_samples, len(train_data[0])) / train_seconds, 1)
-        if train_seconds else None,
-        "wall_seconds_this_session": round(time.time() - started, 3),
-        "run_dir": str(run_dir),
-    }
-    runs.write_json(run_dir / "metrics.json", metrics)
-    from . import plots  # curves.png and samples.png in the run folder
-
-    plots.write_run_pictures(run_dir, history, model, x_test, y_test)
-    print(f"test accuracy {test_metrics['accuracy']:.4f}, loss {test_metrics['loss']:.4f} | "
-          f"{train_seconds:.1f} s training, {metrics['train_samples_per_second']:,.0f} samples/s | {run_dir}")
+    backends.activate(cfg.backend, cfg.threads)
+    training.run(cfg, source, resume=args.resume)
     return 0
 
 

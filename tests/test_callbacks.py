@@ -1,4 +1,4 @@
-"""--tensorboard and --early-stopping: the callbacks train.py adds, on a tiny model and data."""
+"""--tensorboard and --early-stopping: the callbacks training.py adds, on a tiny model and data."""
 
 import importlib.util
 
@@ -9,10 +9,10 @@ from mnist_keras3.config import TrainConfig
 
 
 def _tiny(keras, n=64, seed=0):
-    """The tutorial CNN compiled as train.py does, and n random images with one-hot labels."""
-    from mnist_keras3 import train
+    """The tutorial CNN compiled as training.py does, and n random images with one-hot labels."""
+    from mnist_keras3 import training
 
-    model = train.build_compiled(TrainConfig(lr=0.01, seed=seed))
+    model = training.build_compiled(TrainConfig(lr=0.01, seed=seed))
     rng = np.random.default_rng(seed)
     x = rng.random((n, 28, 28, 1), dtype=np.float32)
     labels = rng.integers(0, 10, n)
@@ -64,13 +64,13 @@ def test_tensorboard_without_tensorflow_or_tensorboard_says_what_to_install(kera
 
 
 def test_early_stopping_stops_and_keeps_the_best_epochs_weights(keras):
-    from mnist_keras3 import train
+    from mnist_keras3 import training
 
     model, x, labels = _tiny(keras)
     y = keras.utils.to_categorical(labels, 10)
     # Validation labels that contradict the training ones: every epoch that fits y raises val_loss.
     y_val = keras.utils.to_categorical((labels + 1) % 10, 10)
-    early = train.early_stopping(TrainConfig(early_stopping=2))
+    early = training.early_stopping(TrainConfig(early_stopping=2))
     history = model.fit(x, y, batch_size=16, epochs=10, validation_data=(x, y_val), verbose=0,
                         callbacks=[early]).history
     val_loss = history["val_loss"]
@@ -78,11 +78,11 @@ def test_early_stopping_stops_and_keeps_the_best_epochs_weights(keras):
     assert early.stopped_epoch > 0 and len(val_loss) == best + 3 < 10, val_loss  # patience 2
     kept = model.evaluate(x, y_val, batch_size=64, verbose=0, return_dict=True)["loss"]
     assert kept == pytest.approx(val_loss[best], rel=1e-4)  # the best epoch's weights, not the last
-    assert train.early_stopping(TrainConfig()) is None
+    assert training.early_stopping(TrainConfig()) is None
 
 
 def test_resumed_early_stopping_counts_the_epochs_before_the_checkpoint(keras):
-    from mnist_keras3 import train
+    from mnist_keras3 import training
 
     model, x, labels = _tiny(keras)
     y = keras.utils.to_categorical(labels, 10)
@@ -90,7 +90,7 @@ def test_resumed_early_stopping_counts_the_epochs_before_the_checkpoint(keras):
     # 3 epochs already run; the best val_loss (0.001, unreachable here) was epoch 2, and epoch 3 did
     # not improve on it: patience 2 allows one more epoch, as in an uninterrupted run, then stops,
     # keeping the checkpoint's weights (the only ones on disk).
-    early = train.early_stopping(TrainConfig(early_stopping=2), {"val_loss": [1.0, 0.001, 5.0]})
+    early = training.early_stopping(TrainConfig(early_stopping=2), {"val_loss": [1.0, 0.001, 5.0]})
     history = model.fit(x, y, batch_size=16, epochs=10, initial_epoch=3, validation_data=(x, y), verbose=0,
                         callbacks=[early]).history
     assert len(history["val_loss"]) == 1 and early.stopped_epoch == 3 and early.best_epoch == 2

@@ -10,7 +10,7 @@ from mnist_keras3.errors import UsageError
 
 @pytest.fixture(scope="module")
 def saved(keras, tmp_path_factory):
-    """An (untrained) tutorial model saved the way train.py saves it."""
+    """An (untrained) tutorial model saved the way training.py saves it."""
     from mnist_keras3 import models, runs
 
     path = tmp_path_factory.mktemp("model") / "model.keras"

@@ -37,7 +37,7 @@ def test_bad_loop_settings_name_the_key(tmp_path, text, match):
 
 def _pair(keras, optimizer="adam"):
     """Two identically initialised, compiled tutorial models."""
-    from mnist_keras3.train import build_compiled
+    from mnist_keras3.training import build_compiled
 
     cfg = TrainConfig(backend=BACKEND, optimizer=optimizer)
     a, b = build_compiled(cfg), build_compiled(cfg)
@@ -76,7 +76,7 @@ def test_native_loop_trains_to_the_same_accuracy_as_fit(keras, mnist):
     shuffle differently, so the bound is 3x that, far below what a broken loop would show."""
     from mnist_keras3 import data
     from mnist_keras3.callbacks import Reseed
-    from mnist_keras3.train import build_compiled, fit_model
+    from mnist_keras3.training import build_compiled, fit_model
 
     (x_train, y_train), (x_test, y_test) = mnist
     train, test = data.preprocess(x_train, y_train), data.preprocess(x_test, y_test)

@@ -105,7 +105,7 @@ def run_epochs(trainer, model, train_data, val_data, cfg, callbacks=(), initial_
 
 
 def check_compiled(model):
-    """The native loops train what train.py compiles: one Keras loss, plus the optimizer."""
+    """The native loops train what training.py compiles: one Keras loss, plus the optimizer."""
     from ..errors import UsageError
 
     if getattr(model, "optimizer", None) is None or not isinstance(getattr(model, "loss", None), str):

@@ -55,7 +55,7 @@ def _keras(spec, train, test):
     from ..callbacks import EpochTimer, Reseed
     from ..config import TrainConfig
     from ..optimizers import steps_per_epoch
-    from ..train import build_compiled, fit_model
+    from ..training import build_compiled, fit_model
 
     if spec["mode"] == "recipe":  # a config file's whole recipe (model, optimizer, schedule, epochs)
         cfg = TrainConfig(**{**spec["recipe"], "backend": spec["backend"], "threads": spec["threads"],
