@@ -86,7 +86,7 @@ def main(argv=None):
     print(f"backend {info['backend']} {info['backend_version']} ({source}) | keras {info['keras_version']} "
           f"| device {info['device']} | model {args.model} ({model.count_params():,} parameters)")
 
-    (_, _), (x_test, y_test) = data.load_mnist(args.data_dir)
+    (_, _), (x_test, y_test) = data.mnist.load_mnist(args.data_dir)
     x, onehot = data.preprocess(x_test, y_test)  # (10000, 28, 28, 1), (10000, 10)
     labels = np.asarray(y_test, dtype=np.int64)
     started = time.perf_counter()

@@ -92,7 +92,7 @@ def check_images(data_dir):
     from . import data
 
     try:
-        (_, _), (x_test, _) = data.load_mnist(data_dir)
+        (_, _), (x_test, _) = data.mnist.load_mnist(data_dir)
         return data.preprocess(x_test), "10,000 MNIST test images"  # (10000, 28, 28, 1)
     except DataError as e:
         print(f"warning: MNIST not available for the check ({str(e)[:120]}...); checking on random images",

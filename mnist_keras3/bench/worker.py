@@ -19,7 +19,7 @@ def _peak_rss_mb():
 
 def work(spec):
     result = {k: spec[k] for k in ("kind", "backend", "loop", "batch_size", "mode")}
-    (x_train, y_train), (x_test, y_test) = data.load_mnist(spec.get("data_dir"))
+    (x_train, y_train), (x_test, y_test) = data.mnist.load_mnist(spec.get("data_dir"))
     arrays = data.preprocess(x_train, y_train), data.preprocess(x_test, y_test)
     run = _reference if spec["kind"] == "reference" else _keras
     result.update(run(spec, *arrays))

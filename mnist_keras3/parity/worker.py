@@ -121,7 +121,7 @@ def check(backend, out, sources, weights, data_dir=None, images=1000, batch=128,
     out = Path(out)
     here = out / backend
     here.mkdir(parents=True, exist_ok=True)
-    (_, _), (x_test, y_test) = data.load_mnist(data_dir)
+    (_, _), (x_test, y_test) = data.mnist.load_mnist(data_dir)
     x_test, y_test = data.preprocess(x_test, y_test)  # (10000, 28, 28, 1) float32, (10000, 10)
 
     model_name = runs.read_json(out / sources[0] / "worker.json")["training"]["config"]["model"]

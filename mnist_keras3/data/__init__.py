@@ -1,15 +1,16 @@
 """Which images to train on, by one config key (`dataset`):
 
-    mnist           the verified loader in data.py (SHA-256 checked, offline once cached)
+    mnist           the verified loader in data/mnist.py (SHA-256 checked, offline once cached)
     fashion_mnist   keras.datasets.fashion_mnist.load_data() (downloads to $KERAS_HOME/datasets)
     cifar10         keras.datasets.cifar10.load_data()       (downloads to $KERAS_HOME/datasets)
     folder:PATH     a user's images, one sub-folder per class, the layout and file types of
                     keras.utils.image_dataset_from_directory; PATH/train and PATH/test, if both
                     exist, are the two splits, else a seeded 20% of the images is the test split.
 
-Every dataset comes out the same way: float32 images (N, H, W, C) in [0, 1], one-hot float32
-labels (N, K), class names and the input shape, so one model definition fits them all.
-Import after the backend is chosen (the Keras loaders import keras).
+Every dataset comes out the same way (`preprocess`): float32 images (N, H, W, C) in [0, 1], one-hot
+float32 labels (N, K), class names and the input shape, so one model definition fits them all.
+`split_validation` holds out the validation split. Call after the backend is chosen (the Keras
+loaders import keras); importing this package does not import keras.
 """
 
 import dataclasses
@@ -19,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 
-from . import data
-from .errors import DataError
+from ..errors import DataError
+from . import mnist
 
 FOLDER_PREFIX = "folder:"
 FOLDER_TEST_FRACTION = 0.2
@@ -69,7 +70,7 @@ class Dataset:
 def load(name, data_dir=None, seed=0):
     """The dataset called `name` (a config `dataset` value), preprocessed."""
     if name == "mnist":
-        (x_train, y_train), (x_test, y_test) = data.load_mnist(data_dir)
+        (x_train, y_train), (x_test, y_test) = mnist.load_mnist(data_dir)
     elif name in KERAS_CACHE_FILES:
         (x_train, y_train), (x_test, y_test) = load_keras_dataset(name)
     elif name.startswith(FOLDER_PREFIX):
@@ -82,18 +83,25 @@ def load(name, data_dir=None, seed=0):
 
 def _prepared(name, x_train, y_train, x_test, y_test, class_names):
     k = len(class_names)
-    return Dataset(name, _images(x_train), _one_hot(y_train, k), _images(x_test), _one_hot(y_test, k),
-                   list(class_names))
+    return Dataset(name, *preprocess(x_train, y_train, k), *preprocess(x_test, y_test, k), list(class_names))
 
 
-def _images(x):
-    """uint8 (N, H, W) or (N, H, W, C) -> float32 (N, H, W, C) in [0, 1], as data.preprocess."""
+def preprocess(x, y=None, num_classes=10):
+    """uint8 images (N, H, W) or (N, H, W, C) -> float32 (N, H, W, C) in [0, 1]; labels (N,) or
+    (N, 1) -> one-hot float32 (N, num_classes). Without y, the images only."""
     x = np.asarray(x, dtype=np.float32) / 255.0
-    return x[..., None] if x.ndim == 3 else x
+    x = x[..., None] if x.ndim == 3 else x
+    if y is None:
+        return x
+    return x, np.eye(num_classes, dtype=np.float32)[np.ravel(y).astype(np.int64)]
 
 
-def _one_hot(y, k):
-    return np.eye(k, dtype=np.float32)[np.ravel(y).astype(np.int64)]  # (N,) or (N, 1) -> (N, k)
+def split_validation(x, y, fraction):
+    """Hold out the last `fraction` of (x, y), like Keras's validation_split."""
+    if not fraction:
+        return (x, y), None
+    n_val = max(1, int(round(len(x) * fraction)))
+    return (x[:-n_val], y[:-n_val]), (x[-n_val:], y[-n_val:])
 
 
 # ---------------------------------------------------------------- Keras's downloadable datasets
@@ -113,9 +121,9 @@ def load_keras_dataset(name):
     import keras
 
     where = keras_home() / "datasets"
-    if keras_cache_missing(name) and os.environ.get(data.ENV_OFFLINE, "") not in ("", "0"):
-        raise DataError(f"{name} is not in the Keras cache ({where}) and {data.ENV_OFFLINE}=1 forbids "
-                        f"downloading it. Unset {data.ENV_OFFLINE} on a machine with internet, or copy "
+    if keras_cache_missing(name) and os.environ.get(mnist.ENV_OFFLINE, "") not in ("", "0"):
+        raise DataError(f"{name} is not in the Keras cache ({where}) and {mnist.ENV_OFFLINE}=1 forbids "
+                        f"downloading it. Unset {mnist.ENV_OFFLINE} on a machine with internet, or copy "
                         f"Keras's {name} files into {where}.")
     try:
         return getattr(keras.datasets, name).load_data()

@@ -1,4 +1,5 @@
-"""MNIST from wherever it can be had, always verified by SHA-256 before use.
+"""MNIST from wherever it can be had, always verified by SHA-256 before use (the `mnist` dataset of
+data/__init__.py, which turns these uint8 arrays into model inputs).
 
 Sources, in order: an explicit folder (`--data-dir`), the MNIST_KERAS3_DATA environment variable,
 this project's cache, Keras's own `keras.datasets.mnist.load_data()` (downloads), and the npm
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError
+from ..errors import DataError
 
 # name -> (IDX magic, shape, SHA-256 of the raw, uncompressed file)
 FILES = {
@@ -292,23 +293,3 @@ def load_mnist(data_dir=None, *, offline=None, use_cache=True, verbose=False):
         "MNIST could not be found. Tried: " + "; ".join(tried) + ". Provide it with --data-dir DIR "
         f"or {ENV_DATA}=DIR (a folder with the four IDX files, .gz or raw, or a Keras mnist.npz)."
     )
-
-
-# ---------------------------------------------------------------- preprocessing
-
-def preprocess(x, y=None, num_classes=10):
-    """uint8 (N, 28, 28) -> float32 (N, 28, 28, 1) in [0, 1]; labels -> one-hot float32 (N, 10)."""
-    x = (np.asarray(x, dtype=np.float32) / 255.0)[..., None]
-    if y is None:
-        return x
-    onehot = np.zeros((len(y), num_classes), dtype=np.float32)
-    onehot[np.arange(len(y)), np.asarray(y, dtype=np.int64)] = 1.0
-    return x, onehot
-
-
-def split_validation(x, y, fraction):
-    """Hold out the last `fraction` of (x, y), like Keras's validation_split."""
-    if not fraction:
-        return (x, y), None
-    n_val = max(1, int(round(len(x) * fraction)))
-    return (x[:-n_val], y[:-n_val]), (x[-n_val:], y[-n_val:])
