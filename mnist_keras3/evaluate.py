@@ -7,7 +7,6 @@ evaluation.json, confusion_matrix.png and misclassified.png (default: next to th
 """
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -63,14 +62,7 @@ def most_confused(cm, n):
 
 
 def output_dir(args):
-    out = Path(args.output) if args.output else Path(args.model).resolve().parent
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"Cannot create the output folder {out}: {e.strerror}. Pass a writable --output.")
-    if not os.access(out, os.W_OK | os.X_OK):
-        raise UsageError(f"The output folder {out} is not writable. Pass a writable --output.")
-    return out
+    return runs.writable_folder(args.output or Path(args.model).resolve().parent, "--output")
 
 
 def main(argv=None):

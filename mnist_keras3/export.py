@@ -12,17 +12,14 @@ import argparse
 import contextlib
 import importlib.util
 import io
-import os
-import shutil
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from . import backends
+from . import backends, runs
 from .errors import DataError, MnistKeras3Error, UsageError, run_cli
 
 FORMATS = {"onnx": "onnx", "savedmodel": "tf_saved_model"}  # ours -> Keras's format name
@@ -78,12 +75,7 @@ def output_path(args):
         raise UsageError(f"{out} exists and is not a file. Pass another --output.")
     if args.format == "savedmodel" and out.exists() and not (out / "saved_model.pb").is_file():
         raise UsageError(f"{out} exists and is not a SavedModel folder; refusing to replace it. Pass another --output.")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"Cannot create {out.parent}: {e.strerror}. Pass a writable --output.")
-    if not os.access(out.parent, os.W_OK | os.X_OK):
-        raise UsageError(f"Cannot write in {out.parent}: not writable. Pass a writable --output.")
+    runs.writable_folder(out.parent, "--output")
     return out
 
 
@@ -135,7 +127,7 @@ def compare(expected, got, what, name):
 def main(argv=None):
     args = parse_args(argv)
     name, _ = backends.resolve_backend(args.backend)
-    keras = backends.activate(name)
+    backends.activate(name)
     check_available(args.format, name, not args.no_verify)
     from .loading import load_model
 
@@ -143,11 +135,11 @@ def main(argv=None):
     out = output_path(args)
     model(np.zeros((1, 28, 28, 1), dtype=np.float32))  # ONNX export needs a model that was called once
 
-    # Export to a temporary name beside the target, check it, then rename: a failed or wrong
-    # export never replaces a good one.
-    tmp_dir = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    tmp = tmp_dir / (out.name if args.format == "onnx" else "savedmodel")
-    try:
+    # Export to a temporary name beside the target, check it, then rename (runs.atomic_write): a
+    # failed or wrong export never replaces a good one.
+    done = {}
+
+    def write(tmp):
         started = time.perf_counter()
         quiet = io.StringIO()
         try:
@@ -157,7 +149,7 @@ def main(argv=None):
         except Exception as e:
             text = " ".join(str(e).split())
             raise ExportError(f"Keras could not export {args.format} under {name}: {type(e).__name__}: {text[:200]}")
-        seconds = time.perf_counter() - started
+        done["seconds"] = time.perf_counter() - started
         if not tmp.exists():
             raise ExportError(f"Keras reported no error but wrote nothing at {tmp}.")
         checked = "not checked (--no-verify)"
@@ -175,14 +167,13 @@ def main(argv=None):
                                   f"{'torch' if name != 'torch' else 'tensorflow'}; the .keras file loads under any.")
             same, diff = compare(expected, got, f"{args.format} export in {runtime}", name)
             checked = f"checked in {runtime} on {what}: same class for {same:,}/{len(x):,}, max |Δp| {diff:.1e}"
-        if out.is_dir():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
+        done["checked"] = checked
+
+    runs.atomic_write(out, write)
 
     size = out.stat().st_size if out.is_file() else sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
-    print(f"wrote {out} ({args.format}, {size / 1024:.1f} KiB) under {name} in {seconds:.1f} s | {checked}")
+    print(f"wrote {out} ({args.format}, {size / 1024:.1f} KiB) under {name} in {done['seconds']:.1f} s | "
+          f"{done['checked']}")
     return 0
 
 

@@ -1,7 +1,7 @@
 """Pictures of a run: training curves, sample predictions, confusion matrix, misclassified digits.
 
 matplotlib's object API (Figure + the Agg canvas), not pyplot: no global figure state and no
-display needed, so it is safe in a server thread too. PNGs are written atomically (runs._atomic).
+display needed, so it is safe in a server thread too. PNGs are written atomically (runs.atomic_write).
 Needs no keras: models are passed in and called through `.predict`.
 """
 
@@ -16,7 +16,7 @@ GOOD, BAD = "#1a7f37", "#cf222e"  # title colours: right / wrong prediction
 
 def save(fig, path):
     FigureCanvasAgg(fig)
-    return runs._atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=fig.dpi))
+    return runs.atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=fig.dpi))
 
 
 def curves(history, path, title=None):

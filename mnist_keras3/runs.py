@@ -7,12 +7,14 @@ runs/<YYYYmmdd-HHMMSS>-<backend>-<model>/
     checkpoint.keras the last complete epoch (model + optimizer state), with checkpoint.json
     model.keras      the final model
 
-Every file is written to a temporary name in the same folder, then renamed over the target:
-a crash or a full disk leaves the old file or none, never a torn one.
+Every file is written to a temporary name in the same folder, then renamed over the target
+(atomic_write, which every module that writes uses): a crash or a full disk leaves the old file
+or none, never a torn one.
 """
 
 import json
 import os
+import shutil
 import tempfile
 import time
 import zipfile
@@ -21,35 +23,49 @@ from pathlib import Path
 from .errors import UsageError
 
 
-def _atomic(path, write, suffix=None):
-    """Call write(tmp_path) for a temp file beside `path`, then rename it over `path`."""
+def atomic_write(path, write):
+    """Call write(tmp) to make a file, or a folder, at a temporary path beside `path`, then rename
+    it over `path` (a folder replaces a folder); returns `path`. If write raises, `path` is left as
+    it was and the temporary is removed.
+
+    tmp has path's own name, inside a hidden folder `.<name>.tmp-*` beside `path`, so writers that
+    insist on a suffix (Keras's .keras and .weights.h5) are satisfied and the file gets the usual
+    mode. A file is flushed to disk before the rename makes it visible.
+    """
     path = Path(path)
-    suffix = suffix or path.suffix
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{suffix}")
-    os.close(fd)
+    tmp_dir = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
+    tmp = tmp_dir / path.name
     try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; finished files get the usual mode
         write(tmp)
-        with open(tmp, "rb+") as fh:  # flush to disk before the rename makes it visible
-            os.fsync(fh.fileno())
+        if tmp.is_file():
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+        elif path.is_dir():
+            shutil.rmtree(path)  # os.replace cannot put a folder over a non-empty one
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
     return path
 
 
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def writable_folder(folder, flag):
+    """Create `folder` (and its parents) when missing and check that files can be made in it;
+    a UsageError naming `flag`, the option that chose it, otherwise. Returns it as a Path."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"Cannot create the output folder {folder}: {e.strerror}. Pass a writable {flag}.")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f"The output folder {folder} is not writable. Pass a writable {flag}.")
+    return folder
 
 
 def write_text(path, text):
     def write(tmp):
         with open(tmp, "w", encoding="utf-8") as fh:
             fh.write(text)
-    return _atomic(path, write)
+    return atomic_write(path, write)
 
 
 def write_json(path, obj):
@@ -66,7 +82,7 @@ def save_model(model, path):
     def write(tmp):
         model.save(tmp, overwrite=True)  # Keras insists on the .keras suffix, which tmp keeps
         make_portable(tmp)
-    return _atomic(path, write)
+    return atomic_write(path, write)
 
 
 # Keras (3.15) saves an optimizer compiled under torch as its torch-only subclass, e.g. module
@@ -106,23 +122,17 @@ def make_portable(keras_file):
 def write_npz(path, arrays):
     import numpy as np
 
-    return _atomic(path, lambda tmp: np.savez(tmp, **arrays))
+    return atomic_write(path, lambda tmp: np.savez(tmp, **arrays))
 
 
 def save_weights(model, path):
     """model.save_weights() atomically; Keras insists on the .weights.h5 suffix, which the temp keeps."""
-    return _atomic(path, lambda tmp: model.save_weights(tmp, overwrite=True), suffix=".weights.h5")
+    return atomic_write(path, lambda tmp: model.save_weights(tmp, overwrite=True))
 
 
 def new_run_dir(output_dir, backend, model_name, now=None):
     """Create a fresh, uniquely named run folder; two runs started together get two folders."""
-    output = Path(output_dir)
-    try:
-        output.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"Cannot create the output folder {output}: {e.strerror}. Pass a writable --output-dir.")
-    if not os.access(output, os.W_OK | os.X_OK):
-        raise UsageError(f"The output folder {output} is not writable. Pass a writable --output-dir.")
+    output = writable_folder(output_dir, "--output-dir")
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
     base = f"{stamp}-{backend}-{model_name}"
     for i in range(1000):

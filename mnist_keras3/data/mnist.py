@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import runs
 from ..errors import DataError
 
 # name -> (IDX magic, shape, SHA-256 of the raw, uncompressed file)
@@ -178,19 +179,12 @@ def cache_dir():
 
 
 def write_cache(splits, folder=None):
-    """Store verified arrays as <cache>/mnist.npz, atomically (temp file, then rename)."""
+    """Store verified arrays as <cache>/mnist.npz, atomically (runs.atomic_write)."""
     folder = Path(folder or cache_dir())
     folder.mkdir(parents=True, exist_ok=True)
     (x_train, y_train), (x_test, y_test) = splits
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".mnist.", suffix=".npz.tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez_compressed(fh, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
-        os.replace(tmp, folder / "mnist.npz")
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return folder / "mnist.npz"
+    return runs.atomic_write(folder / "mnist.npz", lambda tmp: np.savez_compressed(
+        tmp, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test))
 
 
 # ---------------------------------------------------------------- network sources
