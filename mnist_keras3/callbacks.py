@@ -43,7 +43,8 @@ def time_to_accuracy(history, seconds, initial_epoch=0, marks=(0.99, 0.995)):
     out = {}
     for mark in marks:
         hit = next((i for i, acc in enumerate(history["val_accuracy"]) if acc >= mark), None)
-        out[f"{mark:g}"] = None if hit is None else {"epoch": hit + 1, "train_seconds": round(sum(seconds[:hit + 1]), 3)}
+        out[f"{mark:g}"] = None if hit is None else {"epoch": hit + 1,
+                                                     "train_seconds": round(sum(seconds[:hit + 1]), 3)}
     return out
 
 

@@ -22,7 +22,7 @@ DISTRIBUTIONS = ("none", "data-parallel")
 
 @dataclasses.dataclass
 class TrainConfig:
-    backend: typing.Optional[str] = None  # None: KERAS_BACKEND, then the first installed
+    backend: str | None = None  # None: KERAS_BACKEND, then the first installed
     model: str = "tutorial"
     epochs: int = 10
     batch_size: int = 32
@@ -33,7 +33,7 @@ class TrainConfig:
     validation_split: float = 0.0
     seed: int = 42
     output_dir: str = "runs"
-    data_dir: typing.Optional[str] = None
+    data_dir: str | None = None
     max_steps_per_epoch: int = 0  # 0: no cap
     eval_batch_size: int = 1000
     # "fit": model.fit. "native": the same model and optimizer driven by the backend's own
@@ -129,10 +129,10 @@ def load_toml(path):
     try:
         with open(path, "rb") as fh:
             data = tomllib.load(fh)
-    except FileNotFoundError:
-        raise UsageError(f"Config file not found: {path}. Pass an existing TOML file to --config.")
+    except FileNotFoundError as err:
+        raise UsageError(f"Config file not found: {path}. Pass an existing TOML file to --config.") from err
     except tomllib.TOMLDecodeError as e:
-        raise UsageError(f"Config file {path} is not valid TOML: {e}")
+        raise UsageError(f"Config file {path} is not valid TOML: {e}") from e
     unknown = sorted(set(data) - set(field_names()))
     if unknown:
         raise UsageError(

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import backends
-from . import runs
+from . import backends, runs
 from .errors import UsageError, run_cli
 
 

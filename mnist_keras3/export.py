@@ -53,7 +53,8 @@ def check_available(fmt, name, verify):
         others = [b for b in backends.installed_backends()
                   if b != name and backends.backend_module(b).export_modules(fmt) is not None]
         raise UsageError(f"{label} export is not available under the {name} backend. Run it with "
-                         f"--backend {' or --backend '.join(others or ['tensorflow'])} (a .keras file loads under any backend).")
+                         f"--backend {' or --backend '.join(others or ['tensorflow'])} "
+                         "(a .keras file loads under any backend).")
     missing = [m for m in needed + ([CHECKERS[fmt]] if verify else []) if importlib.util.find_spec(m) is None]
     if missing:
         extra = "export" if name == "torch" else f"export-{name}"
@@ -148,7 +149,8 @@ def main(argv=None):
                 model.export(str(tmp), format=FORMATS[args.format], verbose=False)
         except Exception as e:
             text = " ".join(str(e).split())
-            raise ExportError(f"Keras could not export {args.format} under {name}: {type(e).__name__}: {text[:200]}")
+            raise ExportError(f"Keras could not export {args.format} under {name}: "
+                              f"{type(e).__name__}: {text[:200]}") from e
         done["seconds"] = time.perf_counter() - started
         if not tmp.exists():
             raise ExportError(f"Keras reported no error but wrote nothing at {tmp}.")
@@ -164,7 +166,8 @@ def main(argv=None):
                 text = " ".join(str(e).split())
                 raise ExportError(f"the {args.format} export written under {name} does not run in {runtime} "
                                   f"({type(e).__name__}: {text[:220]}). Export under another backend, e.g. --backend "
-                                  f"{'torch' if name != 'torch' else 'tensorflow'}; the .keras file loads under any.")
+                                  f"{'torch' if name != 'torch' else 'tensorflow'}; the .keras file loads under "
+                                  "any.") from e
             same, diff = compare(expected, got, f"{args.format} export in {runtime}", name)
             checked = f"checked in {runtime} on {what}: same class for {same:,}/{len(x):,}, max |Δp| {diff:.1e}"
         done["checked"] = checked

@@ -31,7 +31,8 @@ from .errors import MnistKeras3Error
 FORMATS = ("PNG", "JPEG", "BMP")
 SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 MAX_FILE_BYTES = 50 * 1024 * 1024  # no digit picture needs more
-MAX_PIXELS = 40_000_000  # decoded at full size up to this (a 40 MP photo); beyond: JPEG at reduced scale, others refused
+# Decoded at full size up to this (a 40 MP photo); beyond: JPEG at reduced scale, others refused.
+MAX_PIXELS = 40_000_000
 WORK_SIDE = 2048  # larger images are shrunk to this longest side before the (float) processing
 BOX_SIDE = 20  # MNIST's size-normalisation box
 FIELD = 28
@@ -78,12 +79,13 @@ def read_bytes(source, name=None):
                                  f"(limit {MAX_FILE_BYTES:,}). Shrink it first.")
             data = path.read_bytes()
         except OSError as e:
-            raise ImageError(f"{name}: cannot be read ({e.strerror or e}).")
+            raise ImageError(f"{name}: cannot be read ({e.strerror or e}).") from e
     name = name or "<image>"
     if not data:
         raise ImageError(f"{name}: the file is empty. Pass a PNG, JPEG or BMP image.")
     if len(data) > MAX_FILE_BYTES:
-        raise ImageError(f"{name}: more than {MAX_FILE_BYTES:,} bytes is too large for a digit picture. Shrink it first.")
+        raise ImageError(f"{name}: more than {MAX_FILE_BYTES:,} bytes is too large for a digit picture. "
+                         "Shrink it first.")
     return data
 
 
@@ -119,11 +121,11 @@ def decode(data, name="<image>"):
     except ImageError:
         raise
     except Image.DecompressionBombError as e:  # over twice Pillow's limit: refused at open
-        raise ImageError(f"{name}: too large to decode safely ({str(e).split(',')[0]}). Shrink it first.")
-    except Image.UnidentifiedImageError:
-        raise ImageError(f"{name}: not a PNG, JPEG or BMP image. Pass one of those.")
+        raise ImageError(f"{name}: too large to decode safely ({str(e).split(',')[0]}). Shrink it first.") from e
+    except Image.UnidentifiedImageError as err:
+        raise ImageError(f"{name}: not a PNG, JPEG or BMP image. Pass one of those.") from err
     except Exception as e:  # Pillow's decoders raise many types on malformed files
-        raise ImageError(f"{name}: the image is damaged or unsupported ({type(e).__name__}: {str(e)[:100]}).")
+        raise ImageError(f"{name}: the image is damaged or unsupported ({type(e).__name__}: {str(e)[:100]}).") from e
     if max(gray.shape) > WORK_SIDE:
         gray = _resize(gray, WORK_SIDE / max(gray.shape))
     return gray, size, notes
@@ -174,7 +176,8 @@ def to_mnist(gray, name="<image>", notes=None):
         a, paper = 255.0 - a, 255.0 - paper
     contrast = float(a.max()) - paper
     if contrast < MIN_CONTRAST:
-        raise BlankImage(f"{name}: looks blank (ink differs from the paper by {max(contrast, 0):.0f}/255); not predicted.")
+        raise BlankImage(f"{name}: looks blank (ink differs from the paper by {max(contrast, 0):.0f}/255); "
+                         "not predicted.")
     ink = np.clip((a - paper) / contrast, 0.0, 1.0)  # 0 = paper, 1 = the darkest stroke
     ink[ink < INK_FLOOR] = 0.0
     if notes is not None and np.count_nonzero(ink) > 0.5 * ink.size:

@@ -38,7 +38,7 @@ def check_model_file(path):
             missing = [m for m in KERAS_MEMBERS if m not in z.namelist()]
             bad = z.testzip()  # CRC of every member: catches a file damaged after it was written
     except (zipfile.BadZipFile, OSError, EOFError) as e:
-        raise ModelFileError(f"{path} is a damaged zip archive ({e}). Use an intact model.keras.")
+        raise ModelFileError(f"{path} is a damaged zip archive ({e}). Use an intact model.keras.") from e
     if missing:
         raise ModelFileError(f"{path} is not a Keras 3 model file (no {', '.join(missing)} inside).")
     if bad is not None:
@@ -58,9 +58,9 @@ def read_keras_file(path, compile=False, hint=""):
         text = " ".join(str(e).split())
         if "Lambda" in text and "safe_mode" in text:
             raise ModelFileError(f"{path} carries a Lambda layer (Python code that would run on load); "
-                                 "refused with safe_mode on. Use a model.keras written by mnist_keras3.train.")
+                                 "refused with safe_mode on. Use a model.keras written by mnist_keras3.train.") from e
         raise ModelFileError(f"{path} could not be loaded as a Keras model ({type(e).__name__}: {text[:160]})."
-                             + (f" {hint}" if hint else ""))
+                             + (f" {hint}" if hint else "")) from e
 
 
 def load_model(path):

@@ -22,7 +22,7 @@ def save(fig, path):
 def curves(history, path, title=None):
     """curves.png: loss and accuracy per epoch, training and validation (Keras history keys)."""
     fig = Figure(figsize=(9, 3.6), dpi=100, layout="constrained")
-    for ax, key in zip(fig.subplots(1, 2), ("loss", "accuracy")):
+    for ax, key in zip(fig.subplots(1, 2), ("loss", "accuracy"), strict=False):
         for name, style in ((key, "-o"), (f"val_{key}", "--s")):
             values = history.get(name)
             if values:
@@ -48,7 +48,7 @@ def digit_grid(images, path, titles, colours, title=None, cols=8):
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
     for ax in axes:
         ax.axis("off")
-    for ax, img, text, colour in zip(axes, images, titles, colours):
+    for ax, img, text, colour in zip(axes, images, titles, colours, strict=False):
         ax.imshow(np.asarray(img).reshape(28, 28), cmap="gray_r", vmin=0, vmax=1)
         ax.set_title(text, fontsize=8, color=colour)
     if title:
@@ -59,8 +59,9 @@ def digit_grid(images, path, titles, colours, title=None, cols=8):
 def sample_predictions(images, labels, probs, path, title="sample test images: predicted (probability)"):
     """samples.png: the first test digits with the model's guess; red where it is wrong."""
     pred = probs.argmax(axis=1)
-    titles = [f"{p} ({probs[i, p]:.2f})" + ("" if p == t else f" true {t}") for i, (p, t) in enumerate(zip(pred, labels))]
-    colours = [GOOD if p == t else BAD for p, t in zip(pred, labels)]
+    titles = [f"{p} ({probs[i, p]:.2f})" + ("" if p == t else f" true {t}")
+              for i, (p, t) in enumerate(zip(pred, labels, strict=False))]
+    colours = [GOOD if p == t else BAD for p, t in zip(pred, labels, strict=False)]
     return digit_grid(images, path, titles, colours, title=title)
 
 

@@ -14,8 +14,7 @@ import sys
 
 import numpy as np
 
-from . import backends
-from . import images
+from . import backends, images
 from .errors import UsageError, run_cli
 
 
@@ -66,7 +65,7 @@ def main(argv=None):
     if prepared:
         batch = np.stack([a for _, a in prepared])  # (N, 28, 28, 1)
         probs = np.asarray(model.predict(batch, verbose=0), dtype=np.float64)  # (N, 10)
-        for (entry, _), p in zip(prepared, probs):
+        for (entry, _), p in zip(prepared, probs, strict=False):
             order = np.argsort(-p)[:args.top]
             entry["digit"] = int(order[0])
             entry["probability"] = round(float(p[order[0]]), 6)

@@ -55,7 +55,7 @@ def writable_folder(folder, flag):
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise UsageError(f"Cannot create the output folder {folder}: {e.strerror}. Pass a writable {flag}.")
+        raise UsageError(f"Cannot create the output folder {folder}: {e.strerror}. Pass a writable {flag}.") from e
     if not os.access(folder, os.W_OK | os.X_OK):
         raise UsageError(f"The output folder {folder} is not writable. Pass a writable {flag}.")
     return folder
@@ -143,5 +143,6 @@ def new_run_dir(output_dir, backend, model_name, now=None):
         except FileExistsError:
             continue
         except OSError as e:
-            raise UsageError(f"Cannot create a run folder in {output}: {e.strerror}. Pass a writable --output-dir.")
+            raise UsageError(f"Cannot create a run folder in {output}: {e.strerror}. "
+                             "Pass a writable --output-dir.") from e
     raise UsageError(f"Too many runs named {base}* in {output}.")

@@ -44,7 +44,7 @@ def bind(host, port):
     try:
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
     except socket.gaierror as e:
-        raise UsageError(f"Expected a host name or address to listen on. Received: host={host!r} ({e.strerror})")
+        raise UsageError(f"Expected a host name or address to listen on. Received: host={host!r} ({e.strerror})") from e
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
@@ -52,8 +52,9 @@ def bind(host, port):
     except OSError as e:
         sock.close()
         if e.errno == errno.EADDRINUSE:
-            raise UsageError(f"Port {port} on {host} is already in use. Pass another --port (or --port 0 for a free one).")
-        raise UsageError(f"Cannot listen on {host}:{port} ({e.strerror}). Pass another --host or --port.")
+            raise UsageError(f"Port {port} on {host} is already in use. "
+                             "Pass another --port (or --port 0 for a free one).") from e
+        raise UsageError(f"Cannot listen on {host}:{port} ({e.strerror}). Pass another --host or --port.") from e
     sock.listen(128)
     return sock
 
@@ -65,7 +66,7 @@ def main(argv=None):
         import uvicorn
     except ImportError as e:
         raise UsageError(f"serve needs FastAPI and uvicorn ({e.name} is missing). "
-                         'Install them: pip install "mnist-keras3[serve]"')
+                         'Install them: pip install "mnist-keras3[serve]"') from e
     name, source = backends.resolve_backend(args.backend)
     check_model_file(args.model)  # a wrong path fails now, not after keras and the backend load
     sock = bind(args.host, args.port)
@@ -84,7 +85,8 @@ def main(argv=None):
               f"under {info['backend']} {info['backend_version']} ({source}) on {info['device']}")
         print(f"open http://{shown}:{port}/  (Ctrl-C to stop)", flush=True)
         if args.host not in ("127.0.0.1", "localhost", "::1"):
-            print(f"warning: listening on {args.host}: anyone who can reach this machine can use the app", file=sys.stderr)
+            print(f"warning: listening on {args.host}: anyone who can reach this machine can use the app",
+                  file=sys.stderr)
         config = uvicorn.Config(app, log_level="debug" if args.debug else "warning", access_log=args.debug)
         try:
             uvicorn.Server(config).run(sockets=[sock])

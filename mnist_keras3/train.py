@@ -36,8 +36,10 @@ def parse_args(argv=None):
     p.add_argument("--output-dir", help=f"where run folders are made (default: {d.output_dir})")
     p.add_argument("--data-dir", help="folder with the MNIST IDX files or mnist.npz (default: "
                    "MNIST_KERAS3_DATA, the cache, then download)")
-    p.add_argument("--max-steps-per-epoch", type=int, help=f"cap on steps per epoch, 0 for none (default: {d.max_steps_per_epoch})")
-    p.add_argument("--eval-batch-size", type=int, help=f"batch size for validation and test (default: {d.eval_batch_size})")
+    p.add_argument("--max-steps-per-epoch", type=int,
+                   help=f"cap on steps per epoch, 0 for none (default: {d.max_steps_per_epoch})")
+    p.add_argument("--eval-batch-size", type=int,
+                   help=f"batch size for validation and test (default: {d.eval_batch_size})")
     p.add_argument("--loop", help=f"one of {', '.join(LOOPS)}: Keras's model.fit, or the backend's own "
                    f"compiled loop over the same model (default: {d.loop})")
     p.add_argument("--threads", type=int, help="CPU threads for the backend's math, 0 for the "

@@ -114,10 +114,10 @@ def prepare(kind, payload, name):
         array, inverted = images.to_mnist(payload, name, notes)
         return array, inverted, notes
     except images.BlankImage as e:
-        raise HTTPException(422, str(e))
+        raise HTTPException(422, str(e)) from e
     except images.ImageError as e:
         text = str(e)
-        raise HTTPException(413 if "too large" in text else 400, text)
+        raise HTTPException(413 if "too large" in text else 400, text) from e
 
 
 def error_response(status, message):
@@ -242,7 +242,7 @@ async def read_input(request):
         try:
             body = json.loads(await request.body())
         except (ValueError, UnicodeDecodeError) as e:
-            raise HTTPException(400, f"Expected a JSON body. Received: invalid JSON ({str(e)[:80]})")
+            raise HTTPException(400, f"Expected a JSON body. Received: invalid JSON ({str(e)[:80]})") from e
         return "gray", pixels_to_gray(body), "pixels"
     if ctype.startswith("image/") or ctype == "application/octet-stream":
         return "bytes", await request.body(), "upload"

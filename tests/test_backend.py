@@ -40,11 +40,11 @@ def test_keras_already_imported_under_another_backend_fails_loudly():
 
     other = next(b for b in backends.BACKENDS if b != BACKEND)
     code = (
-        "import os, sys; os.environ['KERAS_BACKEND'] = %r; import keras\n"
+        f"import os, sys; os.environ['KERAS_BACKEND'] = {BACKEND!r}; import keras\n"
         "from mnist_keras3 import backends\n"
         "from mnist_keras3.errors import UsageError\n"
-        "try:\n    backends.activate(%r)\nexcept UsageError as e:\n    print(e); sys.exit(3)\n"
-    ) % (BACKEND, other)
+        f"try:\n    backends.activate({other!r})\nexcept UsageError as e:\n    print(e); sys.exit(3)\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     if backends.is_installed(other):
         assert out.returncode == 3, out.stderr

@@ -6,8 +6,8 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import BACKEND, REPO
+
 from mnist_keras3.bench import report as bench
 from mnist_keras3.errors import UsageError
 
@@ -84,7 +84,8 @@ def test_benchmark_runs_end_to_end_and_writes_json(mnist_dir, tmp_path):
     # One epoch of the tutorial CNN at lr 0.01 passes 90% under every backend (measured: ~95%).
     (run,) = result["recipe"]["runs"]
     assert run["backend"] == BACKEND and run["epochs"] == 1 and run["accuracy"] >= 0.9 and run["seconds"] > 0
-    assert result["recipe"]["config"]["batch_size"] == 256 and f"Time to 90.0% test accuracy with {recipe}" in result["markdown"]
+    assert result["recipe"]["config"]["batch_size"] == 256
+    assert f"Time to 90.0% test accuracy with {recipe}" in result["markdown"]
 
 
 @pytest.mark.e2e
@@ -94,7 +95,7 @@ def test_gpu_check_script_reports_the_device(mnist_dir):
     out = subprocess.run(["bash", str(REPO / "scripts" / "gpu_check.sh")], capture_output=True, text=True,
                          timeout=600, env=env)
     assert out.returncode == 0, out.stdout + out.stderr[-2000:]
-    line = next(l for l in out.stdout.splitlines() if l.startswith(BACKEND))
+    line = next(text for text in out.stdout.splitlines() if text.startswith(BACKEND))
     assert "native" in line and "CPU" in line
 
 

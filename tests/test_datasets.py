@@ -6,7 +6,6 @@ import json
 import numpy as np
 import PIL.Image
 import pytest
-
 from conftest import BACKEND
 
 NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
@@ -16,7 +15,7 @@ def write_tree(root, images, labels, names=NAMES, size=None, rgb=False):
     """Save uint8 (N, 28, 28) images as root/<class name>/<i>.png; returns root."""
     for name in names:
         (root / name).mkdir(parents=True, exist_ok=True)
-    for i, (img, label) in enumerate(zip(images, labels)):
+    for i, (img, label) in enumerate(zip(images, labels, strict=False)):
         pic = PIL.Image.fromarray(img)
         if rgb:
             pic = pic.convert("RGB")
@@ -55,7 +54,7 @@ def test_folder_reads_classes_shape_and_a_seeded_split(keras, mnist, tmp_path):
     np.testing.assert_array_equal(a.x_test, b.x_test)  # same seed, same split
     # Every image round-trips exactly (PNG is lossless) with the label of its folder.
     lookup = {x[i].tobytes(): NAMES[y[i]] for i in range(200)}
-    for img, onehot in zip(a.x_train, a.y_train):
+    for img, onehot in zip(a.x_train, a.y_train, strict=False):
         raw = np.round(img[..., 0] * 255).astype(np.uint8).tobytes()
         assert lookup[raw] == a.class_names[int(onehot.argmax())]
 
@@ -102,7 +101,8 @@ def test_train_cli_on_a_folder_of_mnist_pngs(cli, mnist, tmp_path):
     out = cli("train", "--dataset", f"folder:{tmp_path / 'digits'}", "--model", "tutorial-bn",
               "--epochs", 3, "--batch-size", 32, "--output-dir", tmp_path / "runs")
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "data folder:" in out.stdout and "2,400 train, 600 test images of shape (28, 28, 1), 10 classes" in out.stdout
+    assert "data folder:" in out.stdout
+    assert "2,400 train, 600 test images of shape (28, 28, 1), 10 classes" in out.stdout
     metrics = json.loads((only_run(tmp_path / "runs") / "metrics.json").read_text())
     assert metrics["dataset"]["class_names"] == sorted(NAMES)
     assert metrics["dataset"]["input_shape"] == [28, 28, 1]

@@ -10,8 +10,8 @@ import threading
 import time
 
 import pytest
-
 from conftest import BACKEND
+
 from mnist_keras3 import runs
 from mnist_keras3.errors import UsageError
 

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from photos import best_shift_correlation, write_photo
 from PIL import Image
 
 from mnist_keras3 import images
-from photos import best_shift_correlation, write_photo
 
 
 def mnist_stats(out):

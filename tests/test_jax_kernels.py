@@ -20,7 +20,7 @@ def _compare(jk, fn, *args, atol=1e-5):
     np.testing.assert_allclose(swapped(*args), fn(*args), atol=atol, rtol=1e-5)
     grads = jax.grad(lambda *a: (fn(*a) ** 2).sum(), argnums=tuple(range(len(args))))(*args)
     swapped_grads = jax.grad(lambda *a: (swapped(*a) ** 2).sum(), argnums=tuple(range(len(args))))(*args)
-    for g, s in zip(grads, swapped_grads):
+    for g, s in zip(grads, swapped_grads, strict=False):
         np.testing.assert_allclose(s, g, atol=atol, rtol=1e-4)
 
 
@@ -35,8 +35,9 @@ def test_small_convolutions_match_xla(jk, shape, kernel, padding):
 
     rng = np.random.default_rng(0)
     x, k = rng.normal(size=shape).astype("float32"), rng.normal(size=kernel).astype("float32")
-    conv = lambda x, k: jax.lax.conv_general_dilated(x, k, (1, 1), padding,
-                                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    def conv(x, k):
+        return jax.lax.conv_general_dilated(x, k, (1, 1), padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
     _compare(jk, conv, x, k, atol=1e-4)
 
 
@@ -49,7 +50,9 @@ def test_max_pool_matches_xla_with_ties(jk, shape):
     # Rounded and relu'd: many windows hold equal maxima (zeros and repeats), where the gradient
     # must go to the first one in row-major order, as XLA's select_and_scatter sends it.
     x = np.maximum(np.round(rng.normal(size=shape), 1), 0).astype("float32")
-    pool = lambda x: jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+    def pool(x):
+        return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+
     _compare(jk, lambda x: pool(x) * jnp.arange(1, pool(x).size + 1, dtype=x.dtype).reshape(pool(x).shape), x)
 
 
@@ -59,10 +62,14 @@ def test_other_operations_and_nested_jit_pass_through(jk):
 
     big = np.ones((1, 8, 8, 8), "float32"), np.ones((3, 3, 8, 8), "float32")  # too many channels: kept
     inner = jax.jit(lambda a: jnp.tanh(a) @ a.T)
-    conv = lambda x, k: jax.lax.conv_general_dilated(x, k, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    fn = lambda x, k, a: (conv(x, k).sum() + inner(a).sum(),
-                          jax.lax.reduce_window(a, 0.0, jax.lax.add, (1, 1), (1, 1), "VALID"))
+
+    def conv(x, k):
+        return jax.lax.conv_general_dilated(x, k, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    def fn(x, k, a):
+        return (conv(x, k).sum() + inner(a).sum(),
+                jax.lax.reduce_window(a, 0.0, jax.lax.add, (1, 1), (1, 1), "VALID"))
     a = np.random.default_rng(2).normal(size=(4, 4)).astype("float32")
     out, swapped = fn(*big, a), jk.rewrite(fn)(*big, a)
-    for o, s in zip(out, swapped):
+    for o, s in zip(out, swapped, strict=False):
         np.testing.assert_allclose(s, o, rtol=1e-6)

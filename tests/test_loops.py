@@ -6,8 +6,8 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import BACKEND
+
 from mnist_keras3.backends import loop
 from mnist_keras3.config import TrainConfig, build_config
 from mnist_keras3.errors import UsageError
@@ -41,7 +41,7 @@ def _pair(keras, optimizer="adam"):
 
     cfg = TrainConfig(backend=BACKEND, optimizer=optimizer)
     a, b = build_compiled(cfg), build_compiled(cfg)
-    for wa, wb in zip(a.get_weights(), b.get_weights()):
+    for wa, wb in zip(a.get_weights(), b.get_weights(), strict=False):
         np.testing.assert_array_equal(wa, wb)
     return a, b
 
@@ -61,7 +61,7 @@ def test_native_steps_make_the_same_updates_as_keras(keras, small_batch, optimiz
     trainer.sync()
     assert seen == 48 and 0 <= hits <= 48 and np.isfinite(loss_sum)
     assert int(native_model.optimizer.iterations.numpy()) == 3
-    for wk, wn in zip(keras_model.get_weights(), native_model.get_weights()):
+    for wk, wn in zip(keras_model.get_weights(), native_model.get_weights(), strict=False):
         # Adam moves each weight by ~1e-3 per step: 1e-5 is a hundredth of one step.
         np.testing.assert_allclose(wn, wk, atol=1e-5, rtol=1e-4)
     # The loss it reports is the model's loss on those batches (here: after the updates, so

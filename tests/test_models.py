@@ -31,5 +31,6 @@ def test_registry_rejects_unknown_names(keras):
     from mnist_keras3 import models
     from mnist_keras3.errors import UsageError
 
-    with pytest.raises(UsageError, match="Expected a model among strong, strong-noaug, tutorial, tutorial-bn. Received: model='lenet'"):
+    expected = "Expected a model among strong, strong-noaug, tutorial, tutorial-bn. Received: model='lenet'"
+    with pytest.raises(UsageError, match=expected):
         models.build_model("lenet")

@@ -9,12 +9,11 @@ import shutil
 
 import numpy as np
 import pytest
-
 from conftest import BACKEND
-from mnist_keras3 import backends
-from mnist_keras3.parity import compare as pc
-from mnist_keras3.errors import UsageError
 
+from mnist_keras3 import backends
+from mnist_keras3.errors import UsageError
+from mnist_keras3.parity import compare as pc
 
 # ---------------------------------------------------------------- comparison logic (no keras)
 

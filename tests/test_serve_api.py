@@ -7,10 +7,9 @@ import shutil
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import BACKEND, run_module
 from photos import best_shift_correlation, write_photo
+from PIL import Image
 from serving import trained_model
 
 fastapi = pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install 'mnist-keras3[serve]')")
@@ -24,8 +23,7 @@ def model_path(tmp_path_factory, mnist_dir):
 
 @pytest.fixture(scope="module")
 def app(keras, model_path):
-    from mnist_keras3 import backends
-    from mnist_keras3 import webapp
+    from mnist_keras3 import backends, webapp
 
     undo = backends.backend_module().configure_serving()  # as `serve` does; undone for the other tests
     yield webapp.create_app(model_path)

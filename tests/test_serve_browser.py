@@ -10,7 +10,6 @@ import shutil
 
 import numpy as np
 import pytest
-
 from conftest import BACKEND
 from serving import CHROMIUM_FLAGS, chromium_or_skip, get_json, ink_runs, server, trained_model
 
@@ -88,7 +87,7 @@ def test_a_drawn_test_digit_is_recognised_in_the_browser(browser, served, mnist,
     assert f"{100 * info['run']['test_accuracy']:.2f}%" in text, text
 
     shown = []
-    for n, (label, i) in enumerate(zip(labels, chosen)):
+    for n, (label, i) in enumerate(zip(labels, chosen, strict=False)):
         if n:
             page.click("#clear")
             assert page.locator("#result").get_attribute("data-strokes") == "0"

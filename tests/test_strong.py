@@ -45,8 +45,8 @@ def test_noaug_variant_is_the_same_network_without_augmentation(keras):
     from mnist_keras3 import models
 
     strong, noaug = models.build_model("strong"), models.build_model("strong-noaug")
-    assert [l.name for l in strong.layers if l.name not in ("rotate", "shift")] == [l.name for l in noaug.layers]
-    assert not any(type(l).__name__.startswith("Random") for l in noaug.layers)
+    assert [la.name for la in strong.layers if la.name not in ("rotate", "shift")] == [la.name for la in noaug.layers]
+    assert not any(type(la).__name__.startswith("Random") for la in noaug.layers)
 
 
 def test_cosine_schedule_decays_from_lr_to_zero(keras):
@@ -77,7 +77,8 @@ def test_steps_per_epoch(n, max_steps, expected):
 
 @pytest.mark.parametrize("overrides,match", [
     ({"lr_schedule": "step"}, r"Expected lr_schedule among none, cosine. Received: lr_schedule='step'"),
-    ({"dataset": "svhn"}, r"Expected dataset among mnist, fashion_mnist, cifar10 or folder:PATH. Received: dataset='svhn'"),
+    ({"dataset": "svhn"},
+     r"Expected dataset among mnist, fashion_mnist, cifar10 or folder:PATH. Received: dataset='svhn'"),
     ({"dataset": "folder:"}, r"Received: dataset='folder:'"),
     ({"distribute": "ddp"}, r"Expected distribute among none, data-parallel. Received: distribute='ddp'"),
 ])

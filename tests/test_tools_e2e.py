@@ -8,11 +8,11 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import BACKEND, run_module
+from photos import write_photo
 from PIL import Image
 
-from conftest import BACKEND, run_module
 from mnist_keras3 import backends
-from photos import write_photo
 
 pytestmark = pytest.mark.e2e
 
@@ -143,7 +143,8 @@ def missing_for(fmt):
     needed = backends.backend_module(BACKEND).export_modules(fmt)
     if needed is None:
         return None
-    return [m for m in needed + ["onnxruntime" if fmt == "onnx" else "tensorflow"] if importlib.util.find_spec(m) is None]
+    checker = "onnxruntime" if fmt == "onnx" else "tensorflow"
+    return [m for m in needed + [checker] if importlib.util.find_spec(m) is None]
 
 
 def test_export_onnx_runs_in_onnxruntime_with_the_same_classes(run, mnist, mnist_dir, keras):

@@ -5,7 +5,6 @@ import json
 import tomllib
 
 import pytest
-
 from conftest import BACKEND
 
 pytestmark = pytest.mark.e2e
@@ -54,5 +53,6 @@ def test_dry_run_bn_model_and_config_file(cli, mnist_dir, tmp_path):
     assert metrics["status"] == "complete" and metrics["early_stopping"]["kept_epoch"] == 1
     for part in ("train", "validation"):  # read back in tests/test_callbacks.py
         assert list((run / "tensorboard" / part).glob("events.out.tfevents.*")), part
-    assert metrics["model"] == "tutorial-bn" and metrics["parameters"] == {"total": 2190, "trainable": 2174, "non_trainable": 16}
+    assert metrics["model"] == "tutorial-bn"
+    assert metrics["parameters"] == {"total": 2190, "trainable": 2174, "non_trainable": 16}
     assert metrics["config"]["epochs"] == 1 and metrics["config"]["max_steps_per_epoch"] == 5

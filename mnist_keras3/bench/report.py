@@ -37,15 +37,20 @@ def parse_args(argv=None):
                    help="comma-separated (default: the installed ones, %(default)s)")
     p.add_argument("--loops", default=",".join(LOOPS), help="comma-separated, of fit and native (default: %(default)s)")
     p.add_argument("--batch-sizes", default="32,64,256", help="comma-separated (default: %(default)s)")
-    p.add_argument("--epochs", type=int, default=3, help="timed epochs per job, after one warm-up (default: %(default)s)")
+    p.add_argument("--epochs", type=int, default=3,
+                   help="timed epochs per job, after one warm-up (default: %(default)s)")
     p.add_argument("--max-samples", type=int, default=12800, help="cap on training samples per timed "
                    "epoch, 0 for the whole set (default: %(default)s)")
-    p.add_argument("--rounds", type=int, default=2, help="passes over all jobs, order alternating (default: %(default)s)")
+    p.add_argument("--rounds", type=int, default=2,
+                   help="passes over all jobs, order alternating (default: %(default)s)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for every job, the reference's "
                    "included; 0 for each framework's default (default: %(default)s)")
-    p.add_argument("--target", type=float, default=0.97, help="test accuracy for time-to-accuracy (default: %(default)s)")
-    p.add_argument("--tta-batch-size", type=int, default=32, help="batch size of the time-to-accuracy runs (default: %(default)s)")
-    p.add_argument("--tta-max-epochs", type=int, default=15, help="give up after this many epochs (default: %(default)s)")
+    p.add_argument("--target", type=float, default=0.97,
+                   help="test accuracy for time-to-accuracy (default: %(default)s)")
+    p.add_argument("--tta-batch-size", type=int, default=32,
+                   help="batch size of the time-to-accuracy runs (default: %(default)s)")
+    p.add_argument("--tta-max-epochs", type=int, default=15,
+                   help="give up after this many epochs (default: %(default)s)")
     p.add_argument("--no-tta", action="store_true", help="skip the time-to-accuracy runs")
     p.add_argument("--recipe", metavar="TOML", help="also time a config file's recipe to --recipe-target "
                    "under each backend, e.g. configs/fast.toml (default: none)")
@@ -74,8 +79,9 @@ def plan(args):
     loops = _csv(args.loops, "loops", LOOPS)
     try:
         sizes = _csv(args.batch_sizes, "batch sizes", cast=int)
-    except ValueError:
-        raise UsageError(f"Expected comma-separated integers for --batch-sizes. Received: {args.batch_sizes!r}")
+    except ValueError as err:
+        raise UsageError(f"Expected comma-separated integers for --batch-sizes. "
+                         f"Received: {args.batch_sizes!r}") from err
     jobs = []
     for bs in sizes:
         jobs.append({"kind": "reference", "backend": "torch", "loop": "reference", "batch_size": bs})
@@ -109,7 +115,7 @@ def machine():
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as fh:
-            cpu = next(l.split(":", 1)[1].strip() for l in fh if l.startswith("model name"))
+            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
     return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
@@ -228,7 +234,8 @@ def main(argv=None):
             r = run_job({**job, "mode": "speed"}, args)
             speed.append(r)
             got = f"{statistics.median(r['samples_per_s']):,.0f} samples/s" if "error" not in r else r["error"]
-            print(f"round {rnd + 1} batch {job['batch_size']:>4} {job['backend']:>10} {job['loop']:>9}: {got}", flush=True)
+            print(f"round {rnd + 1} batch {job['batch_size']:>4} {job['backend']:>10} {job['loop']:>9}: {got}",
+                  flush=True)
     tta = []
     if not args.no_tta:
         tta_jobs = [j for j in jobs if j["batch_size"] == sizes[0]]
@@ -243,7 +250,8 @@ def main(argv=None):
             r = run_job({"kind": "keras", "backend": name, "loop": "fit", "batch_size": recipe_cfg["batch_size"],
                          "mode": "recipe", "recipe": recipe_cfg, "target": args.recipe_target}, args)
             recipe.append(r)
-            print(f"{args.recipe} to {args.recipe_target:.1%}: {name:>10}: {r.get('seconds', r.get('error'))}", flush=True)
+            print(f"{args.recipe} to {args.recipe_target:.1%}: {name:>10}: {r.get('seconds', r.get('error'))}",
+                  flush=True)
     info["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     devices = {r.get("device") for r in speed if "error" not in r}
     info["device"] = ", ".join(sorted(d for d in devices if d)) or "unknown"
@@ -255,7 +263,9 @@ def main(argv=None):
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     runs.write_json(args.json, {"machine": info, "settings": {k: v for k, v in vars(args).items() if k != "worker"},
                                 "summary": rows, "time_to_accuracy": tta,
-                                "recipe": {"file": args.recipe, "config": recipe_cfg, "runs": recipe} if args.recipe else None, "raw": speed, "markdown": table})
+                                "recipe": {"file": args.recipe, "config": recipe_cfg, "runs": recipe}
+                                if args.recipe else None,
+                                "raw": speed, "markdown": table})
     print(f"\nresults: {args.json}")
     return 0
 

@@ -103,8 +103,11 @@ def _reference(spec, train, test):
         torch.set_num_threads(spec["threads"])
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(42)
-    to_tensors = lambda x, y: (torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).to(device),  # (N, 1, 28, 28)
-                               torch.from_numpy(y.argmax(1)).to(device))  # class indices (N,)
+
+    def to_tensors(x, y):
+        return (torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).to(device),  # (N, 1, 28, 28)
+                torch.from_numpy(y.argmax(1)).to(device))  # class indices (N,)
+
     x, y = to_tensors(*train)
     x_test, y_test = to_tensors(*test)
     model = nn.Sequential(

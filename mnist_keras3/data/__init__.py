@@ -130,7 +130,7 @@ def load_keras_dataset(name):
     except Exception as e:  # get_file raises a bare Exception on network errors
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
         raise DataError(f"keras.datasets.{name}.load_data() failed: {reason}. It downloads on first use: "
-                        f"connect to the internet once, or copy Keras's {name} files into {where}.")
+                        f"connect to the internet once, or copy Keras's {name} files into {where}.") from e
 
 
 # ---------------------------------------------------------------- a folder of images
@@ -181,7 +181,7 @@ def read_tree(folder, shape=None):
             img = keras.utils.load_img(path, color_mode=color_mode, target_size=shape[:2],
                                        interpolation="bilinear")
         except Exception as e:
-            raise DataError(f"cannot read the image {path}: {type(e).__name__}: {e}")
+            raise DataError(f"cannot read the image {path}: {type(e).__name__}: {e}") from e
         x[i] = keras.utils.img_to_array(img, dtype="uint8").reshape(shape)
     y = np.array([label for _, label in files], dtype=np.int64)
     return x, y, classes, shape

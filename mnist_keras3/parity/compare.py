@@ -32,7 +32,7 @@ def structure_diff(a, b):
             continue
         if len(ra) != len(rb):
             return f"{len(ra)} vs {len(rb)} {key}"
-        for x, y in zip(ra, rb):
+        for x, y in zip(ra, rb, strict=False):
             if list(x) != list(y):
                 return f"{key[:-1]} {x} vs {y}"
     return None
@@ -53,7 +53,8 @@ def compare_structure(structures):
             if diff:
                 problems.append(f"{name} {b} vs {ref}: {diff}")
     counts = ", ".join(
-        f"{n} {structures[ref][n]['parameters']['total']:,} ({structures[ref][n]['parameters']['trainable']:,} trainable)"
+        f"{n} {structures[ref][n]['parameters']['total']:,} "
+        f"({structures[ref][n]['parameters']['trainable']:,} trainable)"
         for n in names if n in structures[ref])
     n_layers = sum(len(structures[ref][n]["layers"]) for n in names if n in structures[ref])
     figure = (f"{len(names)} models, {n_layers} layers identical: {counts}" if not problems
@@ -94,7 +95,7 @@ def compare_numerics(outputs, prob_tol=1e-5, rel_tol=1e-4):
         if len(o["grads"]) != len(ref["grads"]):
             detail.append(f"{b}: {len(o['grads'])} gradient tensors vs {len(ref['grads'])}")
             worst_g = float("inf")
-        for i, (g, gr) in enumerate(zip(o["grads"], ref["grads"])):
+        for g, gr in zip(o["grads"], ref["grads"], strict=False):
             worst_g = max(worst_g, relative_diff(g, gr) if g.shape == gr.shape else float("inf"))
     bad = sum(argmax_bad.values())
     vs = f"{len(backends) - 1} backend(s) vs {backends[0]}"
@@ -107,7 +108,8 @@ def compare_numerics(outputs, prob_tol=1e-5, rel_tol=1e-4):
         check(2, f"loss of one batch of {ref['batch']}", worst_l <= rel_tol,
               f"relative diff {worst_l:.2e} (loss {ref['loss']:.6f})", f"<= {rel_tol:g} relative"),
         check(2, f"gradients of one batch ({len(ref['grads'])} tensors)", worst_g <= rel_tol,
-              f"max relative diff {worst_g:.2e}", f"<= {rel_tol:g} relative (max abs diff / max abs value, per tensor)"),
+              f"max relative diff {worst_g:.2e}",
+              f"<= {rel_tol:g} relative (max abs diff / max abs value, per tensor)"),
     ]
 
 
@@ -126,7 +128,8 @@ def compare_init_models(per_backend, prob_tol=1e-5, rel_tol=1e-4):
             continue
         parts = compare_numerics({b: per_backend[b][name] for b in backends}, prob_tol, rel_tol)
         out.append(check(
-            2, f"{name}, shared initial weights: probabilities, argmax, loss, gradients ({len(ref[name]['grads'])} tensors)",
+            2, f"{name}, shared initial weights: probabilities, argmax, loss, gradients "
+               f"({len(ref[name]['grads'])} tensors)",
             all(c["passed"] for c in parts), "; ".join(c["figure"] for c in parts),
             f"<= {prob_tol:g} abs, every argmax, <= {rel_tol:g} relative",
             "; ".join(f"{c['name']}: {c['figure']}" for c in parts if not c["passed"])))
@@ -183,7 +186,7 @@ def compare_training(runs, tol_pp=0.5):
     # epoch shows how much of the final figure is luck of the last epoch.
     curves = [r.get("test_curve") for r in runs.values()]
     if all(curves) and len({len(c) for c in curves}) == 1:
-        result["per_epoch_spread_pp"] = [round(100 * (max(a) - min(a)), 2) for a in zip(*curves)]
+        result["per_epoch_spread_pp"] = [round(100 * (max(a) - min(a)), 2) for a in zip(*curves, strict=False)]
     return [result]
 
 

@@ -201,7 +201,8 @@ def compare(out, names, args):
 
     checks = pc.compare_structure({b: w["structure"] for b, w in workers.items()})
     digests = {b: m["weights_sha256"] for b, (m, _, _, _) in checks_read.items()}
-    num = pc.compare_numerics({b: o for b, (_, o, _, _) in checks_read.items()}, args.prob_tolerance, args.rel_tolerance)
+    num = pc.compare_numerics({b: o for b, (_, o, _, _) in checks_read.items()}, args.prob_tolerance,
+                              args.rel_tolerance)
     if len(set(digests.values())) != 1:  # the premise of level 2: one weight file for all
         num.insert(0, pc.check(2, "the same weight file in every backend", False,
                                f"{len(set(digests.values()))} different files", "one file", str(digests)))

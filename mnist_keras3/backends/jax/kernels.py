@@ -41,9 +41,9 @@ def _eval(jaxpr, consts, args):
     def read(v):
         return v.val if isinstance(v, Literal) else env[v]
 
-    for var, val in zip(jaxpr.constvars, consts):
+    for var, val in zip(jaxpr.constvars, consts, strict=False):
         env[var] = val
-    for var, val in zip(jaxpr.invars, args):
+    for var, val in zip(jaxpr.invars, args, strict=False):
         env[var] = val
     for eqn in jaxpr.eqns:
         invals = [read(v) for v in eqn.invars]
@@ -61,7 +61,7 @@ def _eval(jaxpr, consts, args):
             with eqn.ctx.manager:
                 out = eqn.primitive.bind(*subfuns, *invals, **bind)
             out = out if eqn.primitive.multiple_results else [out]
-        for var, val in zip(eqn.outvars, out):
+        for var, val in zip(eqn.outvars, out, strict=False):
             env[var] = val
     return [read(v) for v in jaxpr.outvars]
 

@@ -65,6 +65,6 @@ class Trainer:
         for variables, values in ((self.model.trainable_variables, trainable),
                                   (self.model.non_trainable_variables, non_trainable),
                                   (self.optimizer.variables, opt_vars)):
-            for v, value in zip(variables, values):
+            for v, value in zip(variables, values, strict=False):
                 v.assign(value)
         self.state = self._read_state()

@@ -50,7 +50,7 @@ def set_threads(n):
         tf.config.threading.set_intra_op_parallelism_threads(n)
         tf.config.threading.set_inter_op_parallelism_threads(n)
     except RuntimeError as e:
-        raise RuntimeError(f"TensorFlow has already started, so its threads cannot be set ({e}).")
+        raise RuntimeError(f"TensorFlow has already started, so its threads cannot be set ({e}).") from e
 
 
 def data_parallel(cfg):
