@@ -54,8 +54,13 @@ def test_numerics_pass_at_float32_noise_and_fail_beyond_tolerance(rng):
     ref = outputs(rng)
     ok = pc.compare_numerics({"torch": ref, "jax": with_noise(ref, 1e-7, rng)})
     assert [c["passed"] for c in ok] == [True, True, True, True], ok
-    bad = pc.compare_numerics({"torch": ref, "jax": with_noise(ref, 1e-3, rng)})
-    assert [c["passed"] for c in bad] == [False, bad[1]["passed"], False, False], bad
+    noisy = with_noise(ref, 1e-3, rng)
+    bad = pc.compare_numerics({"torch": ref, "jax": noisy})
+    # Noise of 1e-3 may or may not flip a close top-2: the argmax row's verdict is counted here,
+    # from the arrays, not taken from the result under test.
+    flipped = int(np.sum(noisy["probs"].argmax(1) != ref["probs"].argmax(1)))
+    assert [c["passed"] for c in bad] == [False, flipped == 0, False, False], bad
+    assert bad[1]["figure"].startswith(f"{200 - flipped}/200 agree"), bad[1]
     assert "jax vs torch" in bad[0]["figure"]
 
 
