@@ -250,22 +250,46 @@ def test_damaged_real_images_give_a_result_or_an_image_error(garbage, at):
         assert item.array.shape == (28, 28, 1) and np.isfinite(item.array).all()
 
 
+def ink_contrast(page):
+    """How far the ink stands out from the paper, counted here from the page itself: the paper is
+    the median of the page's outermost ring of pixels (1 pixel wide up to 74 pixels a side); light
+    paper means dark ink (contrast = paper - darkest), dark paper means light ink (brightest - paper)."""
+    a = np.asarray(page, dtype=np.float64)
+    paper = np.median(np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]]))
+    return paper - a.min() if paper > 127.5 else a.max() - paper
+
+
 @settings(max_examples=300, deadline=None)
 @given(hnp.arrays(np.float32, hnp.array_shapes(min_dims=2, max_dims=2, min_side=1, max_side=40),
                   elements=st.floats(0, 255, width=32)))
 def test_random_small_arrays_give_an_mnist_input_or_a_blank_warning(page):
-    if np.ptp(page) < images.MIN_CONTRAST:  # nothing stands out from the paper
+    """Blank exactly when no pixel stands out from the paper by MIN_CONTRAST: a page with ink that
+    does must be predicted, so a preprocessor that called every page blank fails here."""
+    if ink_contrast(page) < images.MIN_CONTRAST:
         with pytest.raises(images.BlankImage):
             images.to_mnist(page, "fuzz")
         return
-    try:
-        out, _ = images.to_mnist(page, "fuzz")
-    except images.BlankImage:
-        return  # the border (paper) is as dark as the darkest ink: no digit on it
-    else:
-        assert out.shape == (28, 28, 1) and out.dtype == np.float32
-        assert np.isfinite(out).all() and out.min() >= 0 and out.max() == pytest.approx(1.0)
-        assert mnist_stats(out)[0] <= 20
+    out, _ = images.to_mnist(page, "fuzz")  # BlankImage here is a failure
+    assert out.shape == (28, 28, 1) and out.dtype == np.float32
+    assert np.isfinite(out).all() and out.min() >= 0 and out.max() == pytest.approx(1.0)
+    assert mnist_stats(out)[0] <= 20
+
+
+@pytest.mark.parametrize("paper, ink, blank", [
+    (235, 20, False), (20, 235, False),  # a dark stroke on light paper, a light one on dark paper
+    (235, 235 - images.MIN_CONTRAST, False), (20, 20 + images.MIN_CONTRAST, False),  # just enough
+    (235, 236 - images.MIN_CONTRAST, True), (20, 19 + images.MIN_CONTRAST, True),  # just too little
+])
+def test_high_contrast_pages_are_predicted_and_only_faint_ones_are_blank(paper, ink, blank):
+    page = np.full((60, 40), paper, np.uint8)
+    page[15:45, 18:22] = ink  # a "1", 30 x 4
+    if blank:
+        with pytest.raises(images.BlankImage, match="looks blank"):
+            images.prepare(png_bytes(page), "faint.png")
+        return
+    item = images.prepare(png_bytes(page), "digit.png")
+    side, (r, c) = mnist_stats(item.array)
+    assert item.inverted == (paper > 127) and side == 20 and abs(r - 14) <= 0.5 and abs(c - 14) <= 0.5
 
 
 @pytest.mark.parametrize("bad", [np.zeros((0, 5)), np.zeros((4, 4, 4, 4)), np.full((5, 5), np.nan)])
