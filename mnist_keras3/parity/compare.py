@@ -167,8 +167,11 @@ def compare_portability(predictions, errors):
 
 # ---------------------------------------------------------------- 4. training
 
-def compare_training(runs, tol_pp=0.5):
-    """runs: {backend: {"accuracy": test accuracy, "config": train config}}."""
+def compare_training(runs, tol_pp=0.5, floor=None):
+    """runs: {backend: {"accuracy": test accuracy, "config": train config}}.
+
+    The spread alone passes three equally broken backends: with `floor` (a fraction, e.g. 0.94)
+    a second check requires each backend's run to reach it."""
     accs = {b: 100 * r["accuracy"] for b, r in runs.items()}
     # The backend name is the one setting that should differ; everything else must match.
     configs = {b: {k: v for k, v in r["config"].items() if k not in ("backend", "output_dir")}
@@ -187,7 +190,14 @@ def compare_training(runs, tol_pp=0.5):
     curves = [r.get("test_curve") for r in runs.values()]
     if all(curves) and len({len(c) for c in curves}) == 1:
         result["per_epoch_spread_pp"] = [round(100 * (max(a) - min(a)), 2) for a in zip(*curves, strict=False)]
-    return [result]
+    if not floor:
+        return [result]
+    below = [b for b, a in accs.items() if a < 100 * floor]
+    reached = check(4, f"test accuracy floor, {cfg['model']} model, {cfg['epochs']} epoch(s)", not below,
+                    f"lowest {min(accs.values()):.2f}% ({min(accs, key=accs.get)})",
+                    f"each >= {100 * floor:.2f}%",
+                    f"below the floor: {', '.join(f'{b} {accs[b]:.2f}%' for b in below)}" if below else "")
+    return [result, reached]
 
 
 # ---------------------------------------------------------------- report

@@ -84,8 +84,14 @@ def parse_args(argv):
                    help="relative difference of loss and gradients (default: 0.0001)")
     p.add_argument("--accuracy-tolerance", type=float, default=0.5,
                    help="max spread of test accuracy in percentage points (default: 0.5)")
+    p.add_argument("--accuracy-floor", type=float, default=0.94,
+                   help="test accuracy each backend's training run must reach, a fraction; 0 for none "
+                        "(default: 0.94, what the tutorial model reaches after 2 epochs)")
     args = p.parse_args(argv)
     args.backends = parse_backends(args.backends)
+    if not 0 <= args.accuracy_floor < 1:
+        raise UsageError(f"Expected --accuracy-floor as a fraction in [0, 1), 0 for none. "
+                         f"Received: accuracy_floor={args.accuracy_floor}")
     if not 1 <= args.images <= 10000 or not 1 <= args.grad_batch <= args.images:
         raise UsageError(f"Expected 1 <= --grad-batch <= --images <= 10000. Received: images={args.images}, "
                          f"grad_batch={args.grad_batch}")
@@ -216,7 +222,7 @@ def compare(out, names, args):
     checks += pc.compare_training({b: {"accuracy": w["training"]["test"]["accuracy"],
                                        "config": w["training"]["config"],
                                        "test_curve": test_curve(out / b, w)} for b, w in workers.items()},
-                                  args.accuracy_tolerance)
+                                  args.accuracy_tolerance, args.accuracy_floor)
     infos = {b: {**w["info"], "accuracy": w["training"]["test"]["accuracy"],
                  "train_seconds": w["training"]["train_seconds"]} for b, w in workers.items()}
     md = pc.markdown(checks, names, matrix, infos)
@@ -226,7 +232,7 @@ def compare(out, names, args):
         "reference": names[0],
         "weights": checks_read[names[0]][0]["weights"],
         "tolerances": {"probabilities": args.prob_tolerance, "relative": args.rel_tolerance,
-                       "accuracy_pp": args.accuracy_tolerance},
+                       "accuracy_pp": args.accuracy_tolerance, "accuracy_floor": args.accuracy_floor},
         "checks": checks,
         "portability": {f"{a}->{b}": v for (a, b), v in matrix.items()},
         "backend_info": infos,
