@@ -61,6 +61,13 @@ def keras():
     return backends.activate(BACKEND)
 
 
+@pytest.fixture(scope="session")
+def device(keras):
+    """The device the session's backend reports ("CPU", or a GPU's name): what a subprocess under
+    the same backend reports too, so the suite passes on a GPU machine (scripts/gpu_check.sh)."""
+    return backends.describe(BACKEND)["device"]
+
+
 @pytest.fixture
 def small_batch(mnist):
     """64 real test images, preprocessed, with one-hot labels."""

@@ -59,7 +59,7 @@ def test_bad_benchmark_arguments(argv, match):
 
 
 @pytest.mark.e2e
-def test_benchmark_runs_end_to_end_and_writes_json(mnist_dir, tmp_path):
+def test_benchmark_runs_end_to_end_and_writes_json(mnist_dir, tmp_path, device):
     out_json = tmp_path / "b.json"
     recipe = tmp_path / "quick.toml"  # a whole recipe: one full epoch of batch 256, Adam, cosine
     recipe.write_text('model = "tutorial"\nepochs = 1\nbatch_size = 256\nlr = 0.01\nlr_schedule = "cosine"\n')
@@ -73,7 +73,7 @@ def test_benchmark_runs_end_to_end_and_writes_json(mnist_dir, tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out_json.read_text())
     rows = {(r["backend"], r["loop"]): r for r in result["summary"]}
-    assert rows[(BACKEND, "native")]["samples_per_s"] > 0 and rows[(BACKEND, "native")]["device"] == "CPU"
+    assert rows[(BACKEND, "native")]["samples_per_s"] > 0 and rows[(BACKEND, "native")]["device"] == device
     assert rows[(BACKEND, "native")]["peak_rss_mb"] > 100  # a Python process with a framework and MNIST
     if "torch" in bench.backends.installed_backends():
         assert rows[("torch", "reference")]["ratio"] == 1.0 and rows[(BACKEND, "native")]["ratio"] > 0
@@ -89,14 +89,14 @@ def test_benchmark_runs_end_to_end_and_writes_json(mnist_dir, tmp_path):
 
 
 @pytest.mark.e2e
-def test_gpu_check_script_reports_the_device(mnist_dir):
+def test_gpu_check_script_reports_the_device(mnist_dir, device):
     env = {**os.environ, "PYTHON": sys.executable, "BACKENDS": BACKEND, "LOOPS": "native", "MAX_STEPS": "5",
            "MNIST_KERAS3_DATA": str(mnist_dir)}
     out = subprocess.run(["bash", str(REPO / "scripts" / "gpu_check.sh")], capture_output=True, text=True,
                          timeout=600, env=env)
     assert out.returncode == 0, out.stdout + out.stderr[-2000:]
     line = next(text for text in out.stdout.splitlines() if text.startswith(BACKEND))
-    assert "native" in line and "CPU" in line
+    assert line.split()[:2] == [BACKEND, "native"] and device[:28] in line, (device, line)
 
 
 def test_table_without_the_reference_says_so_instead_of_crashing():

@@ -16,11 +16,11 @@ def only_run(out_dir):
     return runs[0]
 
 
-def test_train_cli_learns_and_writes_a_complete_run(cli, mnist_dir, tmp_path, keras):
+def test_train_cli_learns_and_writes_a_complete_run(cli, mnist_dir, tmp_path, keras, device):
     out = cli("train", "--epochs", 2, "--max-steps-per-epoch", 150, "--batch-size", 64,
               "--output-dir", tmp_path, "--data-dir", mnist_dir)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert f"backend {BACKEND}" in out.stdout and "device CPU" in out.stdout
+    assert f"backend {BACKEND}" in out.stdout and f"device {device}" in out.stdout
 
     run = only_run(tmp_path)
     assert run.name.endswith(f"-{BACKEND}-tutorial")
@@ -30,7 +30,7 @@ def test_train_cli_learns_and_writes_a_complete_run(cli, mnist_dir, tmp_path, ke
     assert metrics["backend"] == BACKEND and metrics["keras_version"] == keras.__version__
     assert metrics["parameters"]["total"] == 1198
     assert len(metrics["history"]["loss"]) == 2 and metrics["train_samples_per_second"] > 0
-    assert metrics["device"] == "CPU"
+    assert metrics["device"] == device
 
     cfg = tomllib.loads((run / "config.toml").read_text())
     assert cfg["backend"] == BACKEND and cfg["epochs"] == 2 and cfg["batch_size"] == 64
