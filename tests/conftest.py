@@ -31,8 +31,14 @@ def pytest_report_header(config):
     return f"keras backend: {BACKEND} (installed: {', '.join(backends.installed_backends())}); MNIST: {MNIST_DIR}"
 
 
+CROSS_SKIP = "needs torch, jax and tensorflow installed together: runs in `tox -e cross` (pytest -m cross)"
+
+
 def pytest_collection_modifyitems(config, items):
+    everything = len(backends.installed_backends()) == len(backends.BACKENDS)
     for item in items:
+        if "cross" in item.keywords and not everything:
+            item.add_marker(pytest.mark.skip(reason=CROSS_SKIP))
         for name in backends.BACKENDS:
             if name in item.keywords and name != BACKEND:
                 item.add_marker(pytest.mark.skip(reason=f"needs the {name} backend: runs in `tox -e {name}`"))

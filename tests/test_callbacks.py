@@ -52,6 +52,18 @@ def test_tensorboard_logs_the_epoch_figures_fit_reports(keras, tmp_path, prefer_
     assert [v for _, v in train["epoch_learning_rate"]] == pytest.approx([0.01, 0.01])
 
 
+@pytest.mark.cross
+def test_keras_tensorboard_writer_under_a_backend_other_than_tensorflow(keras, tmp_path):
+    """With tensorflow installed beside torch or jax, Keras's own TensorBoard callback is used
+    (it writes through tensorflow) while another backend trains: never the case in the
+    one-backend envs."""
+    from conftest import BACKEND
+
+    if BACKEND == "tensorflow":
+        pytest.skip("the point is a backend other than tensorflow; `tox -e cross` trains under torch")
+    test_tensorboard_logs_the_epoch_figures_fit_reports(keras, tmp_path, prefer_keras=True)
+
+
 def test_tensorboard_without_tensorflow_or_tensorboard_says_what_to_install(keras, tmp_path, monkeypatch):
     from mnist_keras3 import callbacks
     from mnist_keras3.errors import UsageError

@@ -299,6 +299,7 @@ def test_compare_only_without_results_is_a_usage_error(cli, tmp_path):
 
 @pytest.mark.e2e
 @pytest.mark.slow
+@pytest.mark.cross
 @pytest.mark.skipif(len(backends.installed_backends()) < 3,
                     reason="needs torch, jax and tensorflow installed together (tox's parity env runs the report)")
 @pytest.mark.skipif(BACKEND != backends.installed_backends()[0],

@@ -33,6 +33,7 @@ def test_only_torch_only_optimizer_modules_are_renamed():
 
 
 @pytest.mark.torch
+@pytest.mark.cross
 def test_a_model_trained_under_torch_loads_where_torch_is_not_installed(keras, small_batch, tmp_path):
     """Plain model.save() fails to load without torch; runs.save_model loads, optimizer state kept."""
     from mnist_keras3 import models, runs

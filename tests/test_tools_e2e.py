@@ -60,6 +60,7 @@ def test_evaluate_reproduces_the_training_runs_test_figures(run, mnist_dir):
 
 
 @pytest.mark.slow
+@pytest.mark.cross
 def test_a_model_evaluates_the_same_under_every_other_backend(run, mnist_dir, tmp_path):
     ours = json.loads((run / "metrics.json").read_text())["test"]
     others = [b for b in backends.installed_backends() if b != BACKEND]
