@@ -84,8 +84,15 @@ def server(model, log_path, *args, startup_s=180):
                 proc.wait()
 
 
+def in_ci():
+    """CI=true (or any value but empty, 0, false): a missing browser fails the run there."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
 def chromium_or_skip():
-    """(sync_playwright, path of a system Chromium), or skip the test saying what is missing."""
+    """(sync_playwright, path of a system Chromium), or skip the test saying what is missing.
+    Under CI (CI=true) a missing browser is a failure, not a skip: .ci/run installs Chromium and
+    tox installs playwright, so CI never passes without having run the page in a browser."""
     path = os.environ.get("MNIST_KERAS3_CHROMIUM") or next(
         (p for p in (shutil.which("chromium"), shutil.which("chromium-browser"), "/usr/bin/chromium")
          if p and Path(p).is_file()), None)
@@ -98,6 +105,9 @@ def chromium_or_skip():
         missing = (f"MNIST_KERAS3_CHROMIUM={path} is not a file" if path
                    else "no Chromium found (apt-get install chromium, or set MNIST_KERAS3_CHROMIUM)")
         reason = (reason + "; " if reason else "") + missing
+    if reason and in_ci():
+        pytest.fail(f"CI={os.environ['CI']} and no headless browser: {reason}. CI must run the browser test "
+                    "(.ci/run installs chromium; tox installs playwright).", pytrace=False)
     if reason:
         print(f"\nSKIPPED browser test: {reason}", file=sys.stderr)  # visible even without -ra
         pytest.skip(f"no headless browser here: {reason}")

@@ -2,7 +2,8 @@
 loads the page from `python -m mnist_keras3.serve` on 127.0.0.1, a real MNIST test digit is drawn
 on the canvas stroke by stroke with the mouse, and the page must show that digit.
 
-Skipped, with the reason printed, where no Chromium or no playwright is installed.
+Skipped, with the reason printed, where no Chromium or no playwright is installed; a failure
+instead under CI (CI=true), so CI cannot pass without the browser test.
 """
 
 import os
