@@ -14,39 +14,60 @@ import tomli_w
 from .errors import UsageError
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "nadam")
-LOOPS = ("fit", "native")  # Keras's model.fit, or the backend's own loop (mnist_keras3/backends/<name>/loop.py)
-LR_SCHEDULES = ("none", "cosine")
+ADAM_FAMILY = ("adam", "adamw", "nadam")  # the optimizers beta_1 and beta_2 apply to
+# "auto": the backend's native loop where it supports the run's settings, else Keras's model.fit;
+# "fit": model.fit; "native": the backend's own compiled loop (mnist_keras3/backends/<name>/loop.py).
+LOOPS = ("auto", "fit", "native")
+LR_SCHEDULES = ("none", "cosine", "onecycle")
 DATASETS = ("mnist", "fashion_mnist", "cifar10")  # and "folder:PATH"
 DISTRIBUTIONS = ("none", "data-parallel")
 
 
+def setting(default, help, fixed_on_resume=False, flag=True):
+    """A TrainConfig field: its default, its --flag's help, and whether --resume may change it
+    (the checkpoint carries the model, optimizer and schedule: a changed recipe would be ignored)."""
+    return dataclasses.field(default=default, metadata={"help": help, "fixed": fixed_on_resume, "flag": flag})
+
+
 @dataclasses.dataclass
 class TrainConfig:
-    backend: str | None = None  # None: KERAS_BACKEND, then the first installed
-    model: str = "tutorial"
-    epochs: int = 10
-    batch_size: int = 32
-    lr: float = 1e-3
-    optimizer: str = "adam"
+    """Every training setting: a key of the TOML config file and a --flag of train (flags win).
+    The fields are the one source of both, of their help and of what --resume may change."""
+
+    backend: str | None = setting(None, "torch, jax or tensorflow (default: config file, then "
+                                  "KERAS_BACKEND, then the first installed of torch, jax, tensorflow)", flag=False)
+    model: str = setting("tutorial", "model name from the registry (models.py)", True)
+    epochs: int = setting(10, "epochs to train")
+    batch_size: int = setting(32, "training batch size", True)
+    lr: float = setting(1e-3, "learning rate (the peak of a onecycle schedule)", True)
+    optimizer: str = setting("adam", f"one of {', '.join(OPTIMIZERS)}", True)
+    beta_1: float = setting(0.9, f"Adam's first-moment decay ({', '.join(ADAM_FAMILY)})", True)
+    beta_2: float = setting(0.999, f"Adam's second-moment decay ({', '.join(ADAM_FAMILY)})", True)
+    lr_schedule: str = setting("none", f"one of {', '.join(LR_SCHEDULES)}: cosine decays lr to 0 over "
+                               "all steps; onecycle rises linearly from 0 to lr over warmup_fraction of "
+                               "the steps, then decays along a half cosine to 0", True)
+    warmup_fraction: float = setting(0.25, "onecycle: the fraction of all steps spent warming up", True)
+    label_smoothing: float = setting(0.0, "cross-entropy label smoothing, in [0, 1)", True)
     # 0: no hold-out; the per-epoch validation figures are then measured on the test set, as the
     # tutorial did. >0: that fraction of the training set (its end) is held out instead.
-    validation_split: float = 0.0
-    seed: int = 42
-    output_dir: str = "runs"
-    data_dir: str | None = None
-    max_steps_per_epoch: int = 0  # 0: no cap
-    eval_batch_size: int = 1000
-    # "fit": model.fit. "native": the same model and optimizer driven by the backend's own
-    # compiled loop (mnist_keras3/backends/<backend>/loop.py); same run folder, same history keys.
-    loop: str = "fit"
-    threads: int = 0  # CPU threads for the backend's math; 0: the framework's default
-    lr_schedule: str = "none"  # "cosine": cosine decay from lr to 0 over all training steps
-    dataset: str = "mnist"  # mnist, fashion_mnist, cifar10 or folder:PATH (one sub-folder per class)
-    distribute: str = "none"  # "data-parallel": keras.distribution.DataParallel (jax backend)
-    tensorboard: bool = False  # TensorBoard logs in <run>/tensorboard
-    # >0: stop when val_loss has not improved for this many epochs, keep the best epoch's weights
-    # (keras.callbacks.EarlyStopping). Monitor a held-out split (validation_split > 0), not the test set.
-    early_stopping: int = 0
+    validation_split: float = setting(0.0, "fraction of the training set held out for validation; 0 "
+                                      "validates on the test set, as the tutorial did", True)
+    seed: int = setting(42, "random seed", True)
+    output_dir: str = setting("runs", "where run folders are made", True)
+    data_dir: str | None = setting(None, "folder with the MNIST IDX files or mnist.npz (default: "
+                                   "MNIST_KERAS3_DATA, the cache, then download)")
+    max_steps_per_epoch: int = setting(0, "cap on steps per epoch, 0 for none", True)
+    eval_batch_size: int = setting(1000, "batch size for validation and test")
+    loop: str = setting("auto", f"one of {', '.join(LOOPS)}: the backend's own compiled loop where it "
+                        "supports the run's settings (auto), Keras's model.fit, or the native loop")
+    threads: int = setting(0, "CPU threads for the backend's math, 0 for the framework's default")
+    dataset: str = setting("mnist", f"one of {', '.join(DATASETS)}, or folder:PATH with one sub-folder "
+                           "of images per class", True)
+    distribute: str = setting("none", f"one of {', '.join(DISTRIBUTIONS)}; data-parallel needs the jax backend")
+    tensorboard: bool = setting(False, "write TensorBoard logs to <run>/tensorboard")
+    # Monitor a held-out split (validation_split > 0), not the test set.
+    early_stopping: int = setting(0, "stop when val_loss has not improved for this many epochs and keep "
+                                  "the best epoch's weights (keras.callbacks.EarlyStopping); 0 for off")
 
     def validate(self):
         """Check every value; raise UsageError naming the first bad key."""
@@ -62,6 +83,10 @@ class TrainConfig:
             "seed": self.seed >= 0,
             "threads": self.threads >= 0,
             "early_stopping": self.early_stopping >= 0,
+            "beta_1": 0.0 <= self.beta_1 < 1.0,
+            "beta_2": 0.0 <= self.beta_2 < 1.0,
+            "warmup_fraction": 0.0 < self.warmup_fraction < 1.0,
+            "label_smoothing": 0.0 <= self.label_smoothing < 1.0,
             "model": bool(self.model),
             "output_dir": bool(self.output_dir),
         }
@@ -101,6 +126,10 @@ _RULES = {
     "seed": "expected an integer >= 0",
     "threads": "expected an integer >= 0; 0 means the framework's default",
     "early_stopping": "expected an integer >= 0: epochs without improvement; 0 turns it off",
+    "beta_1": "expected a number in [0, 1)",
+    "beta_2": "expected a number in [0, 1)",
+    "warmup_fraction": "expected a number in (0, 1)",
+    "label_smoothing": "expected a number in [0, 1)",
     "model": "expected a model name",
     "output_dir": "expected a folder path",
 }
@@ -122,6 +151,11 @@ def _check_type(key, value, annotation):
 
 def field_names():
     return [f.name for f in dataclasses.fields(TrainConfig)]
+
+
+def fixed_on_resume():
+    """The keys --resume may not change: the checkpoint carries what they made."""
+    return [f.name for f in dataclasses.fields(TrainConfig) if f.metadata["fixed"]]
 
 
 def load_toml(path):

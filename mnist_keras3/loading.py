@@ -51,6 +51,8 @@ def read_keras_file(path, compile=False, hint=""):
     becomes one ModelFileError line (ending with `hint`, what to do instead)."""
     import keras
 
+    from . import models  # noqa: F401  registers the project's own layers (RandomShift) for loading
+
     path = check_model_file(path)
     try:
         return keras.saving.load_model(path, compile=compile, safe_mode=True)

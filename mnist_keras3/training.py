@@ -37,19 +37,34 @@ def load_checkpoint(path):
                            hint="Start a new run, or resume a run whose checkpoint is intact.")
 
 
-def fit_model(model, cfg, train_data, val_data, callbacks, initial_epoch=0, verbose=0):
-    """model.fit, or the backend's native loop when cfg.loop is "native", for cfg.epochs with
-    these callbacks; returns the steps per epoch. The benchmark times this same function."""
+def training_view(model, cfg):
+    """What fit and the native loops train: models.logits_model(model), the same layers and variables
+    with the logits as output, compiled with `model`'s own optimizer and the cross-entropy from the
+    logits (cfg.label_smoothing). `model` stays the probability model that is saved and served."""
+    import keras
+
+    from . import models
+
+    view = models.logits_model(model)
+    loss = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=cfg.label_smoothing)
+    view.compile(optimizer=model.optimizer, loss=loss, metrics=["accuracy"])
+    return view
+
+
+def fit_model(model, cfg, train_data, val_data, callbacks, initial_epoch=0, verbose=0, view=None):
+    """Train `model` through its training_view for cfg.epochs with these callbacks: with model.fit, or
+    with the backend's native loop (cfg.loop "native", or "auto" where the backend supports the
+    run: backends.loop.choose). Returns the steps per epoch. The benchmark times this same function."""
+    from .backends import loop
     from .optimizers import steps_per_epoch
 
     steps = steps_per_epoch(len(train_data[0]), cfg)
-    if cfg.loop == "native":
-        from .backends import loop
-
-        loop.fit(cfg.backend, model, train_data, val_data, cfg, callbacks, initial_epoch=initial_epoch,
+    view = view or training_view(model, cfg)
+    if loop.choose(cfg)[0] == "native":
+        loop.fit(cfg.backend, view, train_data, val_data, cfg, callbacks, initial_epoch=initial_epoch,
                  steps_per_epoch=steps, verbose=verbose)
         return steps
-    model.fit(
+    view.fit(
         *train_data,
         batch_size=cfg.batch_size,
         epochs=cfg.epochs,
@@ -90,15 +105,15 @@ def early_stopping(cfg, history=None):
     return ResumableEarlyStopping(monitor="val_loss", patience=cfg.early_stopping, restore_best_weights=True)
 
 
-def train(model, cfg, train_data, val_data, run_dir, initial_epoch=0, history=None):
+def train(model, cfg, train_data, val_data, run_dir, initial_epoch=0, history=None, view=None):
     """fit_model with the run's callbacks; returns (checkpoint, stopper, per-epoch seconds, steps,
-    early stopper or None)."""
+    early stopper or None). The callbacks see the training view; the checkpoint saves `model`."""
     import keras
 
     from .callbacks import Checkpoint, EpochTimer, Reseed, StopOnSignal, tensorboard
 
     with StopOnSignal() as stopper:
-        timer, checkpoint = EpochTimer(), Checkpoint(run_dir, history, stopper)
+        timer, checkpoint = EpochTimer(), Checkpoint(run_dir, history, stopper, model=model)
         callbacks = [stopper, Reseed(cfg.seed), timer, keras.callbacks.TerminateOnNaN(), checkpoint]
         if cfg.tensorboard:
             callbacks.append(tensorboard(run_dir / "tensorboard"))
@@ -109,11 +124,12 @@ def train(model, cfg, train_data, val_data, run_dir, initial_epoch=0, history=No
             callbacks.append(early)
         # Progress bar on a terminal, one line per epoch in logs and CI.
         steps = fit_model(model, cfg, train_data, val_data, callbacks, initial_epoch,
-                          verbose=1 if sys.stdout.isatty() else 2)
+                          verbose=1 if sys.stdout.isatty() else 2, view=view)
     return checkpoint, stopper, timer.train_seconds, steps, early
 
 
 def test(model, x_test, y_test, cfg):
+    """Test loss and accuracy; given the training view, the loss is the one training minimised."""
     result = model.evaluate(x_test, y_test, batch_size=cfg.eval_batch_size, verbose=0, return_dict=True)
     return {"loss": float(result["loss"]), "accuracy": float(result["accuracy"])}
 
@@ -221,11 +237,15 @@ def run(cfg, source, resume=None):
     data -> model (fresh, or the checkpoint of the run folder `resume`) -> fit -> test -> the run
     folder (config.toml, checkpoints, model.keras, metrics.json, pictures). Returns the folder."""
     from . import distribute, models, optimizers, plots  # need keras: only now
+    from .backends import loop
 
     distribution = distribute.setup(cfg)  # before anything touches a device
     info = backends.describe(cfg.backend)
+    ran, why = loop.choose(cfg)
+    info["loop"] = {"requested": cfg.loop, "ran": ran, "fallback_reason": why}
+    chosen = ran + (f" (auto: {why})" if why else " (auto)" if cfg.loop == "auto" else "")
     print(f"backend {info['backend']} {info['backend_version']} ({source}) | keras {info['keras_version']} "
-          f"| device {info['device']} | loop {cfg.loop}")
+          f"| device {info['device']} | loop {chosen}")
 
     history, initial_epoch, model = {}, 0, None
     if resume:  # before the data is read: a bad run folder fails at once
@@ -245,17 +265,18 @@ def run(cfg, source, resume=None):
     params = models.parameter_counts(model)
     print(f"model {cfg.model}: {params['total']:,} parameters ({params['trainable']:,} trainable) | run {run_dir}")
 
+    view = training_view(model, cfg)
     started = time.time()
     try:
         checkpoint, stopper, seconds, steps, early = train(model, cfg, train_data, val_data, run_dir,
-                                                           initial_epoch, history)
+                                                           initial_epoch, history, view)
     except KeyboardInterrupt:  # a second Ctrl-C: stopped at once, mid-batch
         stopper = None
     check_interrupted(run_dir, stopper)
     history = checkpoint.history
     epochs_done, stopped_early = check_diverged(run_dir, cfg, history, early, info)
 
-    test_metrics = test(model, x_test, y_test, cfg)
+    test_metrics = test(view, x_test, y_test, cfg)
     runs.save_model(model, run_dir / "model.keras")
     if early is not None:  # Keras restores the kept weights at the end, stopped early or not
         print(f"early stopping (patience {cfg.early_stopping}): " + (

@@ -77,7 +77,9 @@ def test_cli_unwritable_output_fails_before_training(cli, tmp_path, mnist_dir):
 
 @pytest.mark.e2e
 def test_nan_loss_with_no_complete_epoch(cli, tmp_path, mnist_dir):
-    out = cli("train", "--optimizer", "sgd", "--lr", "1e30", "--epochs", 2, "--max-steps-per-epoch", 5,
+    # 1e38 (near float32's largest): the first update makes the weights overflow to inf, so the loss
+    # is NaN under every backend and loop (1e30 could leave a dead network with a huge finite loss).
+    out = cli("train", "--optimizer", "sgd", "--lr", "1e38", "--epochs", 2, "--max-steps-per-epoch", 5,
               "--output-dir", tmp_path, "--data-dir", mnist_dir)
     assert out.returncode == 1, out.stderr[-2000:]
     last = out.stderr.strip().splitlines()[-1]

@@ -25,7 +25,7 @@ def test_epoch_batches_cover_the_permutation_like_fit():
 
 
 @pytest.mark.parametrize("text,match", [
-    ('loop = "fast"\n', r"Expected loop among fit, native. Received: loop='fast'"),
+    ('loop = "fast"\n', r"Expected loop among auto, fit, native. Received: loop='fast'"),
     ("threads = -1\n", r"Invalid value for threads: -1"),
 ])
 def test_bad_loop_settings_name_the_key(tmp_path, text, match):
@@ -36,14 +36,15 @@ def test_bad_loop_settings_name_the_key(tmp_path, text, match):
 
 
 def _pair(keras, optimizer="adam"):
-    """Two identically initialised, compiled tutorial models."""
-    from mnist_keras3.training import build_compiled
+    """Two identically initialised tutorial models' training views (what fit and the native loops
+    train: the logits, a cross-entropy from them)."""
+    from mnist_keras3.training import build_compiled, training_view
 
     cfg = TrainConfig(backend=BACKEND, optimizer=optimizer)
     a, b = build_compiled(cfg), build_compiled(cfg)
-    for wa, wb in zip(a.get_weights(), b.get_weights(), strict=False):
+    for wa, wb in zip(a.get_weights(), b.get_weights(), strict=True):
         np.testing.assert_array_equal(wa, wb)
-    return a, b
+    return training_view(a, cfg), training_view(b, cfg)
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "rmsprop"])  # torch: the fused Adam, and the general path

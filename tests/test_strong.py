@@ -76,7 +76,7 @@ def test_steps_per_epoch(n, max_steps, expected):
 
 
 @pytest.mark.parametrize("overrides,match", [
-    ({"lr_schedule": "step"}, r"Expected lr_schedule among none, cosine. Received: lr_schedule='step'"),
+    ({"lr_schedule": "step"}, r"Expected lr_schedule among none, cosine, onecycle. Received: lr_schedule='step'"),
     ({"dataset": "svhn"},
      r"Expected dataset among mnist, fashion_mnist, cifar10 or folder:PATH. Received: dataset='svhn'"),
     ({"dataset": "folder:"}, r"Received: dataset='folder:'"),
@@ -92,8 +92,10 @@ def test_recipe_files_parse():
 
     strong = build_config(REPO / "configs" / "strong.toml")
     fast = build_config(REPO / "configs" / "fast.toml")
-    assert strong.model == "strong" and strong.lr_schedule == "cosine"
-    assert fast.model == "strong-noaug" and fast.epochs < strong.epochs
+    kerasio = build_config(REPO / "configs" / "kerasio.toml")
+    assert strong.model == "shift-cnn" and strong.lr_schedule == "onecycle" and strong.label_smoothing > 0
+    assert fast.model == "fast" and fast.epochs < strong.epochs and (fast.beta_1, fast.beta_2) == (0.7, 0.9)
+    assert kerasio.model == "kerasio-convnet" and kerasio.validation_split == 0.1 and kerasio.epochs == 15
 
 
 def test_time_to_accuracy(keras):
@@ -104,3 +106,57 @@ def test_time_to_accuracy(keras):
     assert out == {"0.99": {"epoch": 2, "train_seconds": 21.0}, "0.995": {"epoch": 4, "train_seconds": 46.0}}
     assert time_to_accuracy({"val_accuracy": [0.5]}, [1.0]) == {"0.99": None, "0.995": None}
     assert time_to_accuracy(history, [1.0], initial_epoch=3) is None  # resumed: not timed here
+
+
+def test_onecycle_warms_up_linearly_then_decays_to_zero(keras):
+    from mnist_keras3.optimizers import learning_rate
+
+    cfg = TrainConfig(lr=0.01, lr_schedule="onecycle", warmup_fraction=0.25).validate()
+    schedule = learning_rate(cfg, total_steps=100)
+    lr = [float(keras.ops.convert_to_numpy(schedule(step))) for step in (0, 10, 25, 62, 100)]
+    assert lr[0] == 0.0 and lr[1] == pytest.approx(0.004) and lr[2] == pytest.approx(0.01)
+    assert lr[3] == pytest.approx(0.005, rel=0.05) and lr[4] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_adam_betas_and_label_smoothing_reach_keras(keras):
+    from mnist_keras3.training import build_compiled, training_view
+
+    cfg = TrainConfig(beta_1=0.7, beta_2=0.9, label_smoothing=0.1).validate()
+    model = build_compiled(cfg)
+    assert (model.optimizer.beta_1, model.optimizer.beta_2) == (0.7, 0.9)
+    view = training_view(model, cfg)
+    assert view.optimizer is model.optimizer and view.loss.get_config()["label_smoothing"] == 0.1
+    assert view.loss.get_config()["from_logits"] is True
+
+
+@pytest.mark.parametrize("overrides,match", [
+    ({"beta_1": 1.0}, r"Invalid value for beta_1: 1.0 \(expected a number in \[0, 1\)\)"),
+    ({"warmup_fraction": 0.0}, r"Invalid value for warmup_fraction: 0.0"),
+    ({"label_smoothing": -0.1}, r"Invalid value for label_smoothing: -0.1"),
+    ({"label_smoothing": "0.1"}, r"Expected label_smoothing to be of type float. Received: label_smoothing='0.1'"),
+])
+def test_recipe_keys_are_validated(overrides, match):
+    with pytest.raises(UsageError, match=match):
+        build_config(None, overrides)
+
+
+def test_unknown_recipe_key_names_the_valid_ones(tmp_path):
+    p = tmp_path / "r.toml"
+    p.write_text('model = "fast"\nlabel_smothing = 0.1\n')
+    with pytest.raises(UsageError, match=r"Unknown key 'label_smothing' in config .*Valid keys: .*label_smoothing"):
+        build_config(p)
+
+
+def test_random_shift_moves_whole_pixels_in_training_only(keras):
+    from mnist_keras3.models import RandomShift
+
+    x = np.zeros((64, 28, 28, 1), "float32")
+    x[:, 10:18, 10:18, 0] = 1.0  # a square of ink, well inside the frame
+    layer = RandomShift(2, seed=1)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer(x, training=False)), x)
+    out = keras.ops.convert_to_numpy(layer(x, training=True))
+    assert out.sum() == x.sum() and set(np.unique(out)) <= {0.0, 1.0}  # moved, not blurred or cut
+    rows = [np.nonzero(o[:, :, 0].any(1))[0][0] - 10 for o in out]
+    cols = [np.nonzero(o[:, :, 0].any(0))[0][0] - 10 for o in out]
+    assert set(rows) <= set(range(-2, 3)) and set(cols) <= set(range(-2, 3))
+    assert len(set(zip(rows, cols, strict=True))) > 5  # per image, not one shift for the batch

@@ -15,7 +15,8 @@ __init__.py (the contract):
   time (the web server), and a function that puts the previous ones back
 - export_modules(fmt) -> list of module names Keras's model.export needs for fmt ("onnx",
   "savedmodel") under this backend, or None where this backend cannot export that format
-- loss_and_grads(model, x, y) -> (loss, [gradient per trainable weight]): autodiff differs per backend
+- loss_and_grads(model, x, y, from_logits=False) -> (loss, [gradient per trainable weight]): autodiff
+  differs per backend
 - set_threads(n) -> None: use n CPU threads for the math (n > 0); call before the first op
 - data_parallel(cfg) -> (keras.distribution.Distribution, info dict for metrics.json), or a
   UsageError naming the backend's own tool where Keras has no distribution engine for it

@@ -106,8 +106,35 @@ def run_epochs(trainer, model, train_data, val_data, cfg, callbacks=(), initial_
 
 def check_compiled(model):
     """The native loops train what training.py compiles: one Keras loss, plus the optimizer."""
+    import keras
+
     from ..errors import UsageError
 
-    if getattr(model, "optimizer", None) is None or not isinstance(getattr(model, "loss", None), str):
-        raise UsageError("Expected a model compiled with an optimizer and a named loss (as train.py "
+    loss = getattr(model, "loss", None)
+    if getattr(model, "optimizer", None) is None or not isinstance(loss, str | keras.losses.Loss):
+        raise UsageError("Expected a model compiled with an optimizer and one Keras loss (as training.py "
                          "does) for --loop native. Received: an uncompiled model or a custom loss.")
+
+
+def unsupported(cfg):
+    """Why the backend's native loop cannot train this run (None when it can): settings it does not
+    cover, or a private framework API it relies on that this framework version lacks (each backend's
+    loop.private_api_problem(); tests/test_auto_loop.py fails loudly when one goes missing)."""
+    if cfg.distribute != "none":
+        return f"the native loops do not run --distribute {cfg.distribute}; Keras's fit does"
+    problem = get(cfg.backend).private_api_problem()
+    return f"{problem}, so the native loop is off" if problem else None
+
+
+def choose(cfg):
+    """(loop that runs, why auto fell back to fit or None): "auto" takes the native loop where
+    `unsupported` finds nothing; "native" asked for where it is unsupported is a UsageError."""
+    from ..errors import UsageError
+
+    if cfg.loop == "fit":
+        return "fit", None
+    reason = unsupported(cfg)
+    if cfg.loop == "native" and reason:
+        raise UsageError(f"Expected settings the native loop supports for --loop native. Received: {reason}. "
+                         "Use --loop fit (or auto, which picks fit here).")
+    return ("fit", reason) if reason else ("native", None)

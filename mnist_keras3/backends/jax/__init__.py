@@ -34,13 +34,14 @@ def export_modules(fmt):
     return {"onnx": ["jax2onnx", "onnx"], "savedmodel": ["tensorflow"]}[fmt]
 
 
-def loss_and_grads(model, x, y):
-    """Categorical cross-entropy of model(x) against one-hot y, and its gradient for every
-    trainable weight (in model.trainable_weights order), as (float, [numpy arrays])."""
+def loss_and_grads(model, x, y, from_logits=False):
+    """Categorical cross-entropy of model(x) against one-hot y (model(x) are logits when
+    from_logits), and its gradient for every trainable weight (in model.trainable_weights order),
+    as (float, [numpy arrays])."""
     import keras
     import numpy as np
 
-    loss_fn = keras.losses.CategoricalCrossentropy()
+    loss_fn = keras.losses.CategoricalCrossentropy(from_logits=from_logits)
     # variables, not weights: the random layers' seed states are non-trainable variables too
     non_trainable = [v.value for v in model.non_trainable_variables]
 

@@ -19,10 +19,34 @@ import functools
 
 import jax
 import jax.numpy as jnp
-from jax.extend.core import Literal
+
+try:  # jaxpr internals: a jax without them turns the native loop off (internals_problem)
+    from jax.extend.core import Literal
+except ImportError:
+    Literal = None
 
 MAX_CONV_CHANNELS = 16  # in x out channels up to which the swap was measured faster (tutorial: 4, 16)
 NHWC = ((0, 3, 1, 2), (3, 2, 0, 1), (0, 3, 1, 2))  # lhs/rhs/out specs of NHWC x HWIO -> NHWC
+
+
+def internals_problem():
+    """None when the jaxpr internals rewrite() evaluates with are there (Literal, eqn.primitive's
+    get_bind_params and bind, eqn.ctx.manager, pjit's "jaxpr" param); else what is missing."""
+    if Literal is None:
+        return f"jax {jax.__version__} has no jax.extend.core.Literal"
+    try:
+        jaxpr = jax.make_jaxpr(lambda x: jax.jit(jnp.sin)(x) + 1.0)(1.0).jaxpr
+        for eqn in jaxpr.eqns:
+            eqn.primitive.get_bind_params(eqn.params), eqn.ctx.manager  # noqa: B018
+        nested = [e for e in jaxpr.eqns if e.primitive.name in ("pjit", "jit")]
+        if not nested or "jaxpr" not in nested[0].params:
+            return f"jax {jax.__version__} no longer names a nested jit's program params['jaxpr']"
+        out = _eval(jaxpr, [], [jnp.float32(0.5)])[0]
+        if abs(float(out) - (float(jnp.sin(0.5)) + 1.0)) > 1e-6:
+            return f"jax {jax.__version__}: evaluating a jaxpr equation by equation gives other values"
+    except (AttributeError, TypeError, KeyError) as e:
+        return f"jax {jax.__version__} changed its jaxpr internals ({type(e).__name__}: {e})"
+    return None
 
 
 def rewrite(fn):

@@ -1,5 +1,5 @@
-"""jax: `model.stateless_call` + `optimizer.stateless_apply` in a `lax.scan` over up to
-STEPS_PER_CALL steps, under one `jax.jit`: one host round trip per call instead of per step. The
+"""jax: `model.stateless_call` + `optimizer.stateless_apply`, one `jax.jit` step per batch,
+dispatched asynchronously, with the host reading the loss once per STEPS_PER_CALL steps. The
 training arrays live on the device and each step gathers its batch there. On CPU the traced step
 has its small convolutions and max pools swapped for faster equivalent kernels (kernels.py)."""
 
@@ -8,6 +8,13 @@ import jax.numpy as jnp
 
 from ..loop import check_compiled
 from . import kernels
+
+
+def private_api_problem():
+    """What the kernel rewrite (kernels.py) needs of jax's jaxpr internals, checked on a tiny program;
+    None when all is there. tests/test_auto_loop.py asserts None, so a jax upgrade that changes them
+    fails loudly there, while `--loop auto` falls back to fit with this message."""
+    return kernels.internals_problem()
 
 
 class Trainer:
@@ -23,29 +30,26 @@ class Trainer:
         loss_fn = keras.losses.get(model.loss)
 
         def loss_and_updates(trainable, non_trainable, xb, yb):
-            probs, non_trainable = model.stateless_call(trainable, non_trainable, xb, training=True)
-            loss = jnp.mean(loss_fn(yb, probs))
-            hits = jnp.sum(jnp.argmax(probs, -1) == jnp.argmax(yb, -1))
+            logits, non_trainable = model.stateless_call(trainable, non_trainable, xb, training=True)
+            loss = jnp.mean(loss_fn(yb, logits))
+            hits = jnp.sum(jnp.argmax(logits, -1) == jnp.argmax(yb, -1))
             return loss, (non_trainable, hits)
 
         if jax.default_backend() == "cpu":  # XLA:CPU's kernels for tiny convs are slow: kernels.py
             loss_and_updates = kernels.rewrite(loss_and_updates)
         grad_fn = jax.value_and_grad(loss_and_updates, has_aux=True)
 
-        def call(state, x, y, batches):  # batches: (k, B) sample indices
-            def step(carry, b):
-                trainable, non_trainable, opt_vars, loss_sum, hits = carry
-                (loss, (non_trainable, h)), grads = grad_fn(trainable, non_trainable, x[b], y[b])
-                trainable, opt_vars = self.optimizer.stateless_apply(opt_vars, grads, trainable)
-                carry = (list(trainable), list(non_trainable), list(opt_vars))
-                return (*carry, loss_sum + loss * b.shape[0], hits + h), None
+        def step(state, sums, x, y, b):  # b: (B,) sample indices
+            trainable, non_trainable, opt_vars = state
+            (loss, (non_trainable, h)), grads = grad_fn(trainable, non_trainable, x[b], y[b])
+            trainable, opt_vars = self.optimizer.stateless_apply(opt_vars, grads, trainable)
+            return (list(trainable), list(non_trainable), list(opt_vars)), (sums[0] + loss * b.shape[0], sums[1] + h)
 
-            zero = (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32))
-            (trainable, non_trainable, opt_vars, loss_sum, hits), _ = jax.lax.scan(step, (*state, *zero), batches)
-            return (list(trainable), list(non_trainable), list(opt_vars)), loss_sum, hits
-
-        # The state is donated: XLA updates the weights in place instead of copying them each call.
-        self._call = jax.jit(call, donate_argnums=0)
+        # One jitted step per batch, not a lax.scan over many: XLA:CPU ran this project's larger
+        # convolutions 10-15x slower inside the scan's while loop than in straight-line code
+        # (docs/speed.md), and the scan gained nothing on the tutorial CNN. The state and the running
+        # sums are donated: XLA updates them in place instead of copying them each step.
+        self._step = jax.jit(step, donate_argnums=(0, 1))
         self.state = self._read_state()
 
     def _read_state(self):
@@ -56,8 +60,10 @@ class Trainer:
                      for vs in (m.trainable_variables, m.non_trainable_variables, o.variables))
 
     def run(self, batches):
-        self.state, loss_sum, hits = self._call(self.state, self.x, self.y, jnp.asarray(batches))
-        return float(loss_sum), int(hits), int(batches.size)
+        sums = (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32))
+        for b in batches:  # asynchronous dispatch: the host runs ahead until float() below
+            self.state, sums = self._step(self.state, sums, self.x, self.y, b)
+        return float(sums[0]), int(sums[1]), int(batches.size)
 
     def sync(self):
         """Write the state back into the Keras variables (for evaluate, checkpoints, saving)."""

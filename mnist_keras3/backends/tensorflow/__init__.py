@@ -32,14 +32,15 @@ def export_modules(fmt):
     return {"onnx": ["tf2onnx", "onnx"], "savedmodel": []}[fmt]
 
 
-def loss_and_grads(model, x, y):
-    """Categorical cross-entropy of model(x) against one-hot y, and its gradient for every
-    trainable weight (in model.trainable_weights order), as (float, [numpy arrays])."""
+def loss_and_grads(model, x, y, from_logits=False):
+    """Categorical cross-entropy of model(x) against one-hot y (model(x) are logits when
+    from_logits), and its gradient for every trainable weight (in model.trainable_weights order),
+    as (float, [numpy arrays])."""
     import keras
 
     with tf.GradientTape() as tape:
         probs = model(tf.convert_to_tensor(x), training=False)  # (N, 10)
-        loss = keras.losses.CategoricalCrossentropy()(tf.convert_to_tensor(y), probs)
+        loss = keras.losses.CategoricalCrossentropy(from_logits=from_logits)(tf.convert_to_tensor(y), probs)
     grads = tape.gradient(loss, model.trainable_weights)
     return float(loss), [g.numpy() for g in grads]
 

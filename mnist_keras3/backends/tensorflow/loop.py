@@ -10,6 +10,11 @@ import tensorflow as tf
 from ..loop import check_compiled
 
 
+def private_api_problem():
+    """None: this loop uses public tensorflow and Keras APIs only."""
+    return None
+
+
 class Trainer:
     def __init__(self, model, x, y):
         import keras
@@ -33,11 +38,11 @@ class Trainer:
                 b = batches[i]
                 xb, yb = tf.gather(x_all, b), tf.gather(y_all, b)  # (B, 28, 28, 1), (B, 10)
                 with tf.GradientTape() as tape:
-                    probs = model(xb, training=True)
-                    loss = tf.reduce_mean(loss_fn(yb, probs))
+                    logits = model(xb, training=True)  # the training view's output (training.py)
+                    loss = tf.reduce_mean(loss_fn(yb, logits))
                 optimizer.apply(tape.gradient(loss, variables), variables)
                 loss_sum += loss * tf.cast(tf.shape(b)[0], tf.float32)
-                hits += tf.reduce_sum(tf.cast(tf.argmax(probs, -1) == tf.argmax(yb, -1), tf.int64))
+                hits += tf.reduce_sum(tf.cast(tf.argmax(logits, -1) == tf.argmax(yb, -1), tf.int64))
             return loss_sum, hits
 
         self._call = call

@@ -37,14 +37,15 @@ def export_modules(fmt):
     return {"onnx": ["onnx", "onnxscript"], "savedmodel": None}[fmt]
 
 
-def loss_and_grads(model, x, y):
-    """Categorical cross-entropy of model(x) against one-hot y, and its gradient for every
-    trainable weight (in model.trainable_weights order), as (float, [numpy arrays])."""
+def loss_and_grads(model, x, y, from_logits=False):
+    """Categorical cross-entropy of model(x) against one-hot y (model(x) are logits when
+    from_logits), and its gradient for every trainable weight (in model.trainable_weights order),
+    as (float, [numpy arrays])."""
     import keras
 
     model.zero_grad()
     probs = model(keras.ops.convert_to_tensor(x), training=False)  # (N, 10)
-    loss = keras.losses.CategoricalCrossentropy()(keras.ops.convert_to_tensor(y), probs)
+    loss = keras.losses.CategoricalCrossentropy(from_logits=from_logits)(keras.ops.convert_to_tensor(y), probs)
     loss.backward()  # Keras variables are torch Parameters: autograd fills .value.grad
     grads = [w.value.grad.detach().cpu().numpy() for w in model.trainable_weights]
     return float(loss.detach().cpu()), grads

@@ -12,18 +12,34 @@ import torch
 from ..loop import check_compiled
 
 
+def private_api_problem():
+    """What this loop needs beyond torch's and Keras's public APIs, checked; None when all is there.
+    tests/test_auto_loop.py asserts None, so a framework upgrade that removes one fails loudly there,
+    while `--loop auto` falls back to fit with this message instead of crashing."""
+    import keras
+
+    missing = [name for name, ok in (
+        ("torch._fused_adam_", hasattr(torch, "_fused_adam_")),
+        ("torch._C._jit_pass_dce", hasattr(torch._C, "_jit_pass_dce")),
+        ("torch._C.Graph.findAllNodes", hasattr(torch._C.Graph, "findAllNodes")),
+        *((f"keras.optimizers.Adam.{a}", hasattr(keras.optimizers.Adam, a))
+          for a in ("_get_variable_index", "_get_current_learning_rate")),
+    ) if not ok]
+    return f"torch {torch.__version__} / keras {keras.__version__} lack {', '.join(missing)}" if missing else None
+
+
 class _LossAndHits(torch.nn.Module):
     """(x, one-hot y) -> (mean loss, number of arg-max hits): one traced graph per step."""
 
     def __init__(self, model, loss_fn):
         super().__init__()
-        self.model = model  # a submodule: its parameters are the Keras variables' tensors
+        self.model = model  # a submodule (the logits view): its parameters are the Keras variables' tensors
         self.loss_fn = loss_fn
 
     def forward(self, x, y):
-        probs = self.model(x, training=True)  # (B, 10)
-        loss = torch.mean(self.loss_fn(y, probs))
-        hits = (probs.argmax(-1) == y.argmax(-1)).sum()
+        logits = self.model(x, training=True)  # (B, 10)
+        loss = torch.mean(self.loss_fn(y, logits))
+        hits = (logits.argmax(-1) == y.argmax(-1)).sum()
         return loss, hits
 
 
@@ -44,7 +60,8 @@ def drop_layout_copies(graph):
 
 class FusedKerasAdam:
     """Keras's Adam update, computed by torch's fused Adam kernel on the Keras optimizer's own
-    moment variables (so checkpoints and resuming are unchanged). 370 -> ~100 us a step here.
+    moment variables (so checkpoints and resuming are unchanged): one kernel instead of Keras's
+    per-variable update ops (docs/speed.md has what it gained).
 
     Keras: w -= lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps). torch divides sqrt(v) by
     sqrt(1 - b2^t) before adding its eps, so eps / sqrt(1 - b2^t) gives Keras's update (tested
@@ -92,6 +109,10 @@ class Trainer:
         self.model = model
         self.optimizer = model.optimizer
         self.variables = model.trainable_variables
+        # BatchNorm's moving statistics: Keras assigns them under no_grad, which a trace does not
+        # record, so the replayed graph copies a value that requires grad into them, and each would
+        # become a non-leaf chaining every step's graph to the next. Detached after each step.
+        self.state = [v.value for v in model.non_trainable_variables if v.value.is_floating_point()]
         if not self.optimizer.built:
             self.optimizer.build(self.variables)
         # Keras puts its tensors on the accelerator when there is one; the data goes there once.
@@ -128,6 +149,8 @@ class Trainer:
                 p.grad = None
             loss, h = self._step_fn(xb, yb)(xb, yb)
             loss.backward()
+            for t in self.state:
+                t.detach_()
             with torch.no_grad():
                 if self.fused:
                     self.fused.apply([p.grad for p in params])
