@@ -13,14 +13,26 @@ middle of a run does not favour whoever ran first. The ratio is that median over
 median at the same batch size. Time to accuracy: training seconds (compiling included, evaluation
 excluded) until the test accuracy measured after an epoch first reaches --target.
 
+With --recipe FILE (a train config, e.g. configs/fast.toml) the command is the recipe benchmark
+instead (issue 17): for seeds 1..--seeds, the recipe under each backend with the loop a user gets
+(the file's loop, "auto" unless it names one), the same recipe as a plain PyTorch loop (the
+reference: its model written in torch, bench/worker.py REFERENCE_MODELS) and the --peer recipe
+(configs/kerasio.toml, keras-io's convnet) under each backend, every job for all its epochs. The
+table: per run, the median over seeds of the training seconds to 99.0% and 99.5% test accuracy,
+the median and lowest final accuracy, and the recipe's seconds to 99.0% over both peers'.
+
+    python -m mnist_keras3.bench --recipe configs/fast.toml --seeds 3 --json docs/benchmarks/fast.json
+
 This module is the command (`python -m mnist_keras3.bench` runs its main() through
 bench/__main__.py); bench/worker.py is one job, in its own process.
 """
 
 import argparse
 import json
+import math
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -29,6 +41,9 @@ import time
 from .. import backends
 from ..config import LOOPS
 from ..errors import UsageError
+
+DEFAULT_PEER = "configs/kerasio.toml"
+MARKS = (0.99, 0.995)  # the test accuracies a recipe is timed to
 
 
 def parse_args(argv=None):
@@ -43,8 +58,8 @@ def parse_args(argv=None):
                    "epoch, 0 for the whole set (default: %(default)s)")
     p.add_argument("--rounds", type=int, default=2,
                    help="passes over all jobs, order alternating (default: %(default)s)")
-    p.add_argument("--threads", type=int, default=1, help="CPU threads for every job, the reference's "
-                   "included; 0 for each framework's default (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for every job, the reference's "
+                   "included; 0 for each framework's default (default: 1, and 0 with --recipe, as train uses)")
     p.add_argument("--target", type=float, default=0.97,
                    help="test accuracy for time-to-accuracy (default: %(default)s)")
     p.add_argument("--tta-batch-size", type=int, default=32,
@@ -52,10 +67,18 @@ def parse_args(argv=None):
     p.add_argument("--tta-max-epochs", type=int, default=15,
                    help="give up after this many epochs (default: %(default)s)")
     p.add_argument("--no-tta", action="store_true", help="skip the time-to-accuracy runs")
-    p.add_argument("--recipe", metavar="TOML", help="also time a config file's recipe to --recipe-target "
-                   "under each backend, e.g. configs/fast.toml (default: none)")
-    p.add_argument("--recipe-target", type=float, default=0.99,
-                   help="test accuracy the --recipe runs aim at (default: %(default)s)")
+    p.add_argument("--recipe", metavar="TOML", help="instead of the speed benchmark, time a config file's "
+                   "recipe to 99.0%% and 99.5%% test accuracy under each backend, beside the plain PyTorch "
+                   "reference and --peer, e.g. configs/fast.toml (default: none)")
+    p.add_argument("--seeds", type=int, default=1,
+                   help="--recipe: run every job at seeds 1..N (default: %(default)s)")
+    p.add_argument("--peer", metavar="TOML", help=f"--recipe: the peer recipe run under each backend "
+                   f"(default: {DEFAULT_PEER}, keras-io's convnet)")
+    p.add_argument("--no-peer", action="store_true", help="--recipe: skip the peer recipe")
+    p.add_argument("--max-steps-per-epoch", type=int, default=0, help="--recipe: cap on steps per epoch, for "
+                   "a smoke test (the figures are then no benchmark; default: 0, whole epochs)")
+    # Smoke tests only: evaluate on the first N test images (the figures are then not MNIST's test accuracy).
+    p.add_argument("--max-test-samples", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--data-dir", help="MNIST folder (default: as train: MNIST_KERAS3_DATA, the cache, ...)")
     p.add_argument("--json", default=f"runs/benchmark-{time.strftime('%Y%m%d-%H%M%S')}.json",
                    help="where the results go (default: runs/benchmark-<time>.json)")
@@ -197,37 +220,202 @@ def load_recipe(path):
     return {k: v for k, v in vars(cfg).items() if k not in ("backend", "threads") and v is not None}
 
 
-def recipe_markdown(recipe, cfg, args):
-    if not recipe:
-        return ""
-    out = [f"Time to {args.recipe_target:.1%} test accuracy with {args.recipe} ({cfg['model']}, batch "
-               f"{cfg['batch_size']}, {cfg['optimizer']} lr {cfg['lr']:g}, {cfg['lr_schedule']} schedule, at most "
-               f"{cfg['epochs']} epochs; training seconds, compiling included, evaluation excluded):", "",
-           "| backend | seconds | epochs | test accuracy then |", "| --- | ---: | ---: | ---: |"]
-    for r in recipe:
-        if "error" in r:
-            out.append(f"| {r['backend']} | error: {r['error']} | | |")
-        else:
-            seconds = "not reached" if r["seconds"] is None else f"{r['seconds']:.1f}"
-            out.append(f"| {r['backend']} | {seconds} | {r['epochs']} | {r['accuracy']:.4f} |")
-    return "\n\n" + "\n".join(out)  # a blank line after the table above it
+def median_seconds(values):
+    """The median seed's seconds to a mark, a seed that never reached it (None) ranking after every
+    seed that did: None when the median seed did not reach it."""
+    if not values:
+        return None
+    ranked = sorted(values, key=lambda v: math.inf if v is None else v)
+    mid = len(ranked) // 2
+    if len(ranked) % 2:
+        return ranked[mid]
+    a, b = ranked[mid - 1], ranked[mid]
+    return None if a is None or b is None else round((a + b) / 2, 3)
+
+
+ROLE_ORDER = {"recipe": 0, "reference": 1, "peer": 2}
+
+
+def row_name(role, backend):
+    return {"recipe": backend, "reference": "plain PyTorch (reference)",
+            "peer": f"keras-io convnet ({backend})"}[role]
+
+
+def recipe_summary(runs, reference_note=None):
+    """One row per (role, backend) over its seeds: the loop that ran, the median seconds to each mark,
+    the median and lowest final test accuracy, and for the recipe rows the median seconds to 99.0%
+    over the reference's and over the peer's under the same backend."""
+    groups = {}
+    for r in runs:
+        groups.setdefault((r["role"], r["backend"]), []).append(r)
+    rows = []
+    for (role, backend), rs in groups.items():
+        ok = [r for r in rs if "error" not in r]
+        finals = [r["final_accuracy"] for r in ok if r.get("final_accuracy") is not None]
+        loops = sorted({r["loop"] for r in ok})
+        rows.append({
+            "name": row_name(role, backend), "role": role, "backend": backend,
+            "loop": ", ".join(loops) or None,
+            "loop_fallback_reasons": sorted({r["loop_fallback_reason"] for r in ok if r.get("loop_fallback_reason")}),
+            "seeds": [r["seed"] for r in ok], "errors": [f"seed {r['seed']}: {r['error']}" for r in rs if "error" in r],
+            "seconds_by_seed": {f"{m:g}": [(r["reached"][f"{m:g}"] or {}).get("seconds") for r in ok] for m in MARKS},
+            "seconds": {f"{m:g}": median_seconds([(r["reached"][f"{m:g}"] or {}).get("seconds") for r in ok])
+                        for m in MARKS} if ok else {f"{m:g}": None for m in MARKS},
+            "median_accuracy": round(statistics.median(finals), 4) if finals else None,
+            "min_accuracy": min(finals) if finals else None,
+            "note": None})
+    if reference_note:
+        rows.append({"name": row_name("reference", "torch"), "role": "reference", "backend": "torch", "loop": None,
+                     "loop_fallback_reasons": [], "seeds": [], "errors": [], "seconds_by_seed": {},
+                     "seconds": {f"{m:g}": None for m in MARKS}, "median_accuracy": None, "min_accuracy": None,
+                     "note": reference_note})
+    key = f"{MARKS[0]:g}"
+    ref = next((r for r in rows if r["role"] == "reference"), None)
+    peers = {r["backend"]: r for r in rows if r["role"] == "peer"}
+    for r in rows:
+        for name, base in (("ratio_reference", ref), ("ratio_peer", peers.get(r["backend"]))):
+            mine, theirs = r["seconds"][key], (base or {}).get("seconds", {}).get(key)
+            r[name] = round(mine / theirs, 2) if r["role"] == "recipe" and mine and theirs else None
+    rows.sort(key=lambda r: (ROLE_ORDER[r["role"]], r["backend"]))
+    return rows
+
+
+def _reached(run, mark):
+    hit = run["reached"][f"{mark:g}"]
+    return f"{mark:.1%} not reached" if hit is None else f"{mark:.1%} at {hit['seconds']:.1f} s (epoch {hit['epoch']})"
+
+
+def _seconds(value):
+    return "not reached" if value is None else f"{value:.1f}"
+
+
+def _ratio_cell(row, key, peer_ran):
+    if row["role"] != "recipe":
+        return "-"
+    if row[key] is not None:
+        return f"{row[key]:.2f}x"
+    return "n/a (not reached)" if peer_ran else "n/a (not run)"
+
+
+def recipe_markdown(rows, recipe_file, cfg, peer_file, info, args):
+    """The recipe benchmark's table (rows from recipe_summary)."""
+    schedule = cfg["lr_schedule"] + (f" (warm-up {cfg['warmup_fraction']:g})" if cfg["lr_schedule"] == "onecycle"
+                                     else "")
+    marks = " and ".join(f"{m:.1%}" for m in MARKS)
+    out = [f"Recipe {recipe_file}: model {cfg['model']}, batch {cfg['batch_size']}, {cfg['optimizer']} lr "
+           f"{cfg['lr']:g} betas ({cfg['beta_1']:g}, {cfg['beta_2']:g}), {schedule} schedule, label smoothing "
+           f"{cfg['label_smoothing']:g}, {cfg['epochs']} epochs; peer: {peer_file or 'none'}; seeds 1-{args.seeds}.",
+           f"Training seconds (compiling included, evaluation excluded) until the test accuracy after an epoch "
+           f"first reaches {marks}: the median over seeds, a seed that never reached it counting as slower than "
+           f"any that did. Device: {info['device']} | CPU: {info['cpu']}, {info['cores']} cores | threads per "
+           f"job: {args.threads or 'framework default'} | load average {info['load_average_start']} -> "
+           f"{info['load_average_end']}"]
+    if args.max_steps_per_epoch or args.max_test_samples:
+        out.append(f"SMOKE RUN, not a benchmark: at most {args.max_steps_per_epoch or 'all'} steps per epoch, "
+                   f"{args.max_test_samples or 'all'} test images.")
+    m0, m1 = (f"{m:g}" for m in MARKS)
+    out += ["", f"| run | loop | seeds | s to {MARKS[0]:.1%} | s to {MARKS[1]:.1%} | s to {MARKS[0]:.1%} by seed "
+            f"| final accuracy (median) | min accuracy | x reference (s to {MARKS[0]:.1%}) "
+            f"| x keras-io convnet (s to {MARKS[0]:.1%}) |",
+            "| --- | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |"]
+    ref_ran = any(r["role"] == "reference" and r["seeds"] for r in rows)
+    peers_ran = {r["backend"] for r in rows if r["role"] == "peer" and r["seeds"]}
+    for r in rows:
+        if r["note"]:
+            out.append(f"| {r['name']} | n/a: {r['note']} | | | | | | | | |")
+            continue
+        if not r["seeds"]:
+            out.append(f"| {r['name']} | error: {r['errors'][0] if r['errors'] else 'no result'} | | | | | | | | |")
+            continue
+        by_seed = " / ".join("-" if v is None else f"{v:.1f}" for v in r["seconds_by_seed"][m0])
+        seeds = str(len(r["seeds"])) + (f" ({len(r['errors'])} failed)" if r["errors"] else "")
+        out.append(f"| {r['name']} | {r['loop']} | {seeds} | {_seconds(r['seconds'][m0])} "
+                   f"| {_seconds(r['seconds'][m1])} | {by_seed} | {r['median_accuracy']:.4f} | {r['min_accuracy']:.4f} "
+                   f"| {_ratio_cell(r, 'ratio_reference', ref_ran)} "
+                   f"| {_ratio_cell(r, 'ratio_peer', r['backend'] in peers_ran)} |")
+    notes = [f"{r['name']}: {e}" for r in rows for e in r["errors"]]
+    notes += [f"{r['name']}: auto fell back to fit ({why})" for r in rows for why in r["loop_fallback_reasons"]]
+    if notes:
+        out += [""] + [f"- {n}" for n in notes]
+    return "\n".join(out)
+
+
+def _find_config(path):
+    """A config path as given, else relative to the checkout (the default peer from any folder)."""
+    if os.path.exists(path):
+        return path
+    checkout = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), path)
+    return checkout if os.path.exists(checkout) else path
+
+
+def run_recipes(args, names, info):
+    """The recipe benchmark (--recipe): every job at every seed, each in its own process."""
+    from .worker import reference_unsupported
+
+    recipe_cfg = load_recipe(args.recipe)  # a bad file fails before any job
+    peer_file = None if args.no_peer else _find_config(args.peer or DEFAULT_PEER)
+    peer_cfg = load_recipe(peer_file) if peer_file else None
+    ref_note = reference_unsupported(recipe_cfg)
+    if ref_note is None and "torch" not in backends.installed_backends():
+        ref_note = "torch is not installed"
+    jobs = [("recipe", b, recipe_cfg) for b in names]
+    jobs += [] if ref_note else [("reference", "torch", recipe_cfg)]
+    jobs += [("peer", b, peer_cfg) for b in names] if peer_cfg else []
+    runs = []
+    for seed in range(1, args.seeds + 1):
+        for role, backend, cfg in (jobs if seed % 2 else jobs[::-1]):  # alternate order, as the rounds do
+            job = {"kind": "reference" if role == "reference" else "keras", "backend": backend, "role": role,
+                   "loop": cfg["loop"], "batch_size": cfg["batch_size"], "mode": "recipe", "seed": seed}
+            r = run_job({**job, "recipe": cfg, "marks": list(MARKS), "max_steps_per_epoch": args.max_steps_per_epoch,
+                         "max_test_samples": args.max_test_samples}, args)
+            r = {**job, **{k: v for k, v in r.items() if k not in ("recipe", "marks")}}
+            runs.append(r)
+            got = r["error"] if "error" in r else f"loop {r['loop']}, " + ", ".join(
+                _reached(r, m) for m in MARKS
+            ) + f", final accuracy {r['final_accuracy']:.4f}"
+            print(f"seed {seed} {row_name(role, backend):>32}: {got}", flush=True)
+    info["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    info["device"] = ", ".join(sorted({r["device"] for r in runs if r.get("device")})) or "unknown"
+    rows = recipe_summary(runs, ref_note)
+    table = recipe_markdown(rows, args.recipe, recipe_cfg, peer_file, info, args)
+    versions = {}
+    for r in runs:
+        if "versions" in r:
+            versions.setdefault(r["backend"] if r["role"] != "reference" else "reference", r["versions"])
+    result = {"benchmark": "recipe", "command": command_line(args), "machine": info, "versions": versions,
+              "settings": {k: v for k, v in vars(args).items() if k not in ("worker", "argv")}, "marks": list(MARKS),
+              "recipe": {"file": args.recipe, "config": recipe_cfg},
+              "peer": {"file": peer_file, "config": peer_cfg} if peer_cfg else None,
+              "reference": {"unsupported": ref_note}, "summary": rows, "runs": runs, "markdown": table}
+    return table, result
+
+
+def command_line(args):
+    return "python -m mnist_keras3.bench " + shlex.join(args.argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else map(str, argv))
     if args.worker:
         from .worker import work
 
         print(json.dumps(work(json.loads(args.worker))))
         return 0
-    for key in ("epochs", "rounds", "tta_max_epochs", "tta_batch_size"):
+    for key in ("epochs", "rounds", "tta_max_epochs", "tta_batch_size", "seeds"):
         if getattr(args, key) < 1:
             raise UsageError(f"Invalid value for --{key.replace('_', '-')}: {getattr(args, key)} (expected >= 1)")
-    if args.threads < 0 or args.max_samples < 0:
-        raise UsageError("Expected --threads and --max-samples >= 0.")
+    if args.threads is None:
+        args.threads = 0 if args.recipe else 1  # a recipe runs as train runs it: each framework's default
+    if args.threads < 0 or args.max_samples < 0 or args.max_steps_per_epoch < 0 or args.max_test_samples < 0:
+        raise UsageError("Expected --threads, --max-samples and --max-steps-per-epoch >= 0.")
     jobs, names, loops, sizes = plan(args)
-    recipe_cfg = load_recipe(args.recipe) if args.recipe else None  # a bad file fails before any job
     info = machine()
+    if args.recipe:
+        table, result = run_recipes(args, names, info)
+        print("\n" + table)
+        write_results(args.json, result)
+        return 0
     speed = []
     for rnd in range(args.rounds):
         for job in (jobs if rnd % 2 == 0 else jobs[::-1]):
@@ -244,28 +432,21 @@ def main(argv=None):
             tta.append(r)
             print(f"time to {args.target:.0%}: {job['backend']:>10} {job['loop']:>9}: "
                   f"{r.get('seconds', r.get('error'))}", flush=True)
-    recipe = []
-    if args.recipe:
-        for name in names:
-            r = run_job({"kind": "keras", "backend": name, "loop": "fit", "batch_size": recipe_cfg["batch_size"],
-                         "mode": "recipe", "recipe": recipe_cfg, "target": args.recipe_target}, args)
-            recipe.append(r)
-            print(f"{args.recipe} to {args.recipe_target:.1%}: {name:>10}: {r.get('seconds', r.get('error'))}",
-                  flush=True)
     info["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     devices = {r.get("device") for r in speed if "error" not in r}
     info["device"] = ", ".join(sorted(d for d in devices if d)) or "unknown"
     rows = summarize(speed, tta, sizes)
-    table = markdown(rows, tta, info, args) + recipe_markdown(recipe, recipe_cfg, args)
+    table = markdown(rows, tta, info, args)
     print("\n" + table)
-    from .. import runs
-
-    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    runs.write_json(args.json, {"machine": info, "settings": {k: v for k, v in vars(args).items() if k != "worker"},
-                                "summary": rows, "time_to_accuracy": tta,
-                                "recipe": {"file": args.recipe, "config": recipe_cfg, "runs": recipe}
-                                if args.recipe else None,
-                                "raw": speed, "markdown": table})
-    print(f"\nresults: {args.json}")
+    write_results(args.json, {"benchmark": "speed", "command": command_line(args), "machine": info,
+                              "settings": {k: v for k, v in vars(args).items() if k not in ("worker", "argv")},
+                              "summary": rows, "time_to_accuracy": tta, "raw": speed, "markdown": table})
     return 0
 
+
+def write_results(path, result):
+    from .. import runs
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    runs.write_json(path, result)
+    print(f"\nresults: {path}")

@@ -1,7 +1,9 @@
 """One benchmark job, run by `python -m mnist_keras3.bench --worker JSON` in its own process.
 
 Keras jobs train through training.fit_model, the function `python -m mnist_keras3.train` uses, so the
-benchmark times the code users run. The reference job is a plain PyTorch loop, below.
+benchmark times the code users run. The reference job is a plain PyTorch loop, below: the tutorial
+model for the speed and time-to-accuracy jobs, and for a recipe (mode "recipe") the recipe's own
+model written in plain torch (REFERENCE_MODELS), with its optimizer and per-step schedule.
 """
 
 import math
@@ -18,8 +20,10 @@ def _peak_rss_mb():
 
 
 def work(spec):
-    result = {k: spec[k] for k in ("kind", "backend", "loop", "batch_size", "mode")}
+    result = {k: spec[k] for k in ("kind", "backend", "loop", "batch_size", "mode", "role", "seed") if k in spec}
     (x_train, y_train), (x_test, y_test) = data.mnist.load_mnist(spec.get("data_dir"))
+    if spec.get("max_test_samples"):  # smoke tests only: the figures are then not MNIST's test accuracy
+        x_test, y_test = x_test[: spec["max_test_samples"]], y_test[: spec["max_test_samples"]]
     arrays = data.preprocess(x_train, y_train), data.preprocess(x_test, y_test)
     run = _reference if spec["kind"] == "reference" else _keras
     result.update(run(spec, *arrays))
@@ -54,17 +58,13 @@ def _keras(spec, train, test):
     keras = backends.activate(spec["backend"], spec["threads"])
     from ..callbacks import EpochTimer, Reseed
     from ..config import TrainConfig
-    from ..optimizers import steps_per_epoch
     from ..training import build_compiled, fit_model
 
-    if spec["mode"] == "recipe":  # a config file's whole recipe (model, optimizer, schedule, epochs)
-        cfg = TrainConfig(**{**spec["recipe"], "backend": spec["backend"], "threads": spec["threads"],
-                             "loop": "fit", "max_steps_per_epoch": 0, "validation_split": 0.0}).validate()
-        steps = steps_per_epoch(len(train[0]), cfg)
-    else:
-        epochs, steps = _epochs_and_steps(spec, len(train[0]))
-        cfg = TrainConfig(backend=spec["backend"], epochs=epochs, batch_size=spec["batch_size"], loop=spec["loop"],
-                          max_steps_per_epoch=steps, threads=spec["threads"]).validate()
+    if spec["mode"] == "recipe":
+        return _keras_recipe(spec, keras, train, test)
+    epochs, steps = _epochs_and_steps(spec, len(train[0]))
+    cfg = TrainConfig(backend=spec["backend"], epochs=epochs, batch_size=spec["batch_size"], loop=spec["loop"],
+                      max_steps_per_epoch=steps, threads=spec["threads"]).validate()
     model = build_compiled(cfg, steps_per_epoch=steps)
     timer, accuracies = EpochTimer(), []
 
@@ -74,13 +74,57 @@ def _keras(spec, train, test):
             if accuracies[-1] >= spec["target"]:
                 self.model.stop_training = True
 
-    tta = spec["mode"] in ("tta", "recipe")
+    tta = spec["mode"] == "tta"
     callbacks = [Reseed(cfg.seed), timer] + ([StopAtTarget()] if tta else [])
     fit_model(model, cfg, train, test if tta else None, callbacks)
     info = backends.describe(spec["backend"])
     return {"device": info["device"], "versions": info,
             **_speed_or_tta(spec, timer.train_seconds, timer.cpu_seconds,
                             steps_samples(steps, cfg.batch_size, len(train[0])), accuracies)}
+
+
+def _keras_recipe(spec, keras, train, test):
+    """A config file's whole recipe at one seed, as `train --config FILE --seed S` runs it: its model,
+    optimizer, schedule, epochs and loop (cfg.loop, "auto" unless the file names one), the end of
+    the training set held out when validation_split > 0; test accuracy after every epoch, and no
+    stop at a target: a recipe's schedule is for all its epochs."""
+    from ..backends import loop
+    from ..callbacks import EpochTimer, Reseed
+    from ..config import TrainConfig
+    from ..models import parameter_counts
+    from ..optimizers import steps_per_epoch
+    from ..training import build_compiled, fit_model
+
+    cfg = TrainConfig(**{**spec["recipe"], "backend": spec["backend"], "threads": spec["threads"],
+                         "seed": spec["seed"], "max_steps_per_epoch": spec.get("max_steps_per_epoch", 0)}).validate()
+    train, _ = data.split_validation(*train, cfg.validation_split)  # the held-out end is not trained on
+    ran, why = loop.choose(cfg)
+    model = build_compiled(cfg, steps_per_epoch=steps_per_epoch(len(train[0]), cfg))
+    timer, accuracies = EpochTimer(), []
+
+    class TestAccuracy(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            accuracies.append(float(logs["val_accuracy"]))  # validation data = the test set
+
+    fit_model(model, cfg, train, test, [Reseed(cfg.seed), timer, TestAccuracy()])
+    info = backends.describe(spec["backend"])
+    return {"device": info["device"], "versions": info, "seed": cfg.seed,
+            "loop": ran, "loop_requested": cfg.loop, "loop_fallback_reason": why,
+            "trainable_parameters": parameter_counts(model)["trainable"], "train_samples": len(train[0]),
+            **recipe_figures(timer.train_seconds, accuracies, spec["marks"])}
+
+
+def recipe_figures(seconds, accuracies, marks):
+    """Per epoch: test accuracy and cumulative training seconds; for each mark the first epoch whose
+    test accuracy reaches it and the training seconds until then (None if no epoch does)."""
+    cumulative = [round(sum(seconds[: i + 1]), 3) for i in range(len(seconds))]
+    reached = {}
+    for mark in marks:
+        hit = next((i for i, a in enumerate(accuracies) if a >= mark), None)
+        reached[f"{mark:g}"] = None if hit is None else {"epoch": hit + 1, "seconds": cumulative[hit]}
+    return {"test_accuracy": [round(a, 4) for a in accuracies], "cumulative_seconds": cumulative,
+            "epoch_seconds": [round(t, 3) for t in seconds], "reached": reached,
+            "final_accuracy": round(accuracies[-1], 4) if accuracies else None}
 
 
 def steps_samples(steps, batch_size, n):
@@ -99,17 +143,11 @@ def _reference(spec, train, test):
     import torch
     from torch import nn
 
-    if spec["threads"]:
-        torch.set_num_threads(spec["threads"])
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    torch.manual_seed(42)
-
-    def to_tensors(x, y):
-        return (torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).to(device),  # (N, 1, 28, 28)
-                torch.from_numpy(y.argmax(1)).to(device))  # class indices (N,)
-
-    x, y = to_tensors(*train)
-    x_test, y_test = to_tensors(*test)
+    if spec["mode"] == "recipe":
+        return _reference_recipe(spec, train, test)
+    device = _torch_setup(spec, 42)
+    x, y = _to_tensors(*train, device)
+    x_test, y_test = _to_tensors(*test, device)
     model = nn.Sequential(
         nn.Conv2d(1, 4, 3), nn.ReLU(), nn.MaxPool2d(2),  # (N, 4, 13, 13)
         nn.Conv2d(4, 4, 3), nn.ReLU(), nn.MaxPool2d(2),  # (N, 4, 5, 5)
@@ -135,13 +173,181 @@ def _reference(spec, train, test):
         seconds.append(time.perf_counter() - start)
         cpu_seconds.append(time.process_time() - cpu_start)
         if spec["mode"] == "tta":
-            model.eval()
-            with torch.no_grad():
-                hits = sum(int((model(x_test[i:i + 1000]).argmax(1) == y_test[i:i + 1000]).sum())
-                           for i in range(0, len(x_test), 1000))
-            accuracies.append(hits / len(x_test))
+            accuracies.append(_torch_accuracy(model, x_test, y_test))
             if accuracies[-1] >= spec["target"]:
                 break
-    device_name = torch.cuda.get_device_name(0) if device == "cuda" else "CPU"
-    return {"device": device_name, "versions": {"torch": torch.__version__},
+    return {"device": _torch_device_name(device), "versions": {"torch": torch.__version__},
             **_speed_or_tta(spec, seconds, cpu_seconds, steps_samples(steps, bs, len(x)), accuracies)}
+
+
+def _torch_setup(spec, seed):
+    import torch
+
+    if spec["threads"]:
+        torch.set_num_threads(spec["threads"])
+    torch.manual_seed(seed)
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _torch_device_name(device):
+    import torch
+
+    return torch.cuda.get_device_name(0) if device == "cuda" else "CPU"
+
+
+def _to_tensors(x, y, device):
+    import torch
+
+    return (torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).to(device),  # (N, 1, 28, 28)
+            torch.from_numpy(y.argmax(1)).to(device))  # class indices (N,)
+
+
+def _torch_accuracy(model, x, y, batch=1000):
+    import torch
+
+    model.eval()
+    with torch.no_grad():
+        hits = sum(int((model(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum()) for i in range(0, len(x), batch))
+    return hits / len(x)
+
+
+# ---------------------------------------------------------------- the recipes as plain PyTorch
+
+# MNIST's pixel mean and standard deviation (models.MNIST_MEAN, MNIST_STD; not imported: models imports keras).
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+
+
+def _bn(n, dims=2):
+    """torch BatchNorm with Keras's defaults: epsilon 1e-3, moving average momentum 0.99 (torch: 0.01)."""
+    from torch import nn
+
+    return (nn.BatchNorm2d if dims == 2 else nn.BatchNorm1d)(n, eps=1e-3, momentum=0.01)
+
+
+def _fast():
+    from torch import nn
+
+    return nn.Sequential(                                                        # input standardised once
+        nn.Conv2d(1, 16, 5), nn.MaxPool2d(2), _bn(16), nn.ReLU(),                # (N, 16, 12, 12)
+        nn.Conv2d(16, 32, 3), nn.MaxPool2d(2), _bn(32), nn.ReLU(),               # (N, 32, 5, 5)
+        nn.Flatten(), nn.Linear(800, 128), nn.ReLU(), nn.Linear(128, 10))        # (N, 10) logits
+
+
+def _shift_cnn():
+    from torch import nn
+
+    return nn.Sequential(                                                        # shifted on the batch
+        nn.Conv2d(1, 32, 5, bias=False), _bn(32), nn.ReLU(), nn.MaxPool2d(2),    # (N, 32, 12, 12)
+        nn.Conv2d(32, 64, 3, bias=False), _bn(64), nn.ReLU(), nn.MaxPool2d(2),   # (N, 64, 5, 5)
+        nn.Flatten(), nn.Linear(1600, 256, bias=False), _bn(256, dims=1), nn.ReLU(),
+        nn.Dropout(0.25), nn.Linear(256, 10))                                    # (N, 10) logits
+
+
+def _kerasio_convnet():
+    from torch import nn
+
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 3), nn.ReLU(), nn.MaxPool2d(2),                         # (N, 32, 13, 13)
+        nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),                        # (N, 64, 5, 5)
+        nn.Flatten(), nn.Dropout(0.5), nn.Linear(1600, 10))                      # (N, 10) logits
+
+
+# model name -> (torch builder, inputs standardised as the Keras model does, random shift in pixels)
+REFERENCE_MODELS = {"fast": (_fast, True, 0), "shift-cnn": (_shift_cnn, True, 2),
+                    "kerasio-convnet": (_kerasio_convnet, False, 0)}
+
+
+def reference_unsupported(recipe):
+    """Why the plain PyTorch reference cannot run this recipe (None when it can)."""
+    if recipe["model"] not in REFERENCE_MODELS:
+        return (f"model {recipe['model']!r} has no plain PyTorch version in the bench "
+                f"(it has {', '.join(REFERENCE_MODELS)})")
+    if recipe["optimizer"] != "adam":
+        return f"optimizer {recipe['optimizer']!r}: the reference is written with Adam only"
+    return None
+
+
+def reference_lr(recipe, total_steps, step):
+    """The learning rate of optimizer step `step` (0-based) of `total_steps`: optimizers.learning_rate
+    written out (Keras's CosineDecay, with its warm-up for onecycle), with no Keras."""
+    lr = recipe["lr"]
+
+    def cosine(s, steps, peak):
+        return peak * 0.5 * (1.0 + math.cos(math.pi * min(s, steps) / steps))
+
+    if recipe["lr_schedule"] == "cosine":
+        return cosine(step, total_steps, lr)
+    if recipe["lr_schedule"] == "onecycle":
+        warmup = max(1, round(recipe["warmup_fraction"] * total_steps))
+        decay = max(1, total_steps - warmup)
+        if step < warmup:
+            return lr * step / warmup
+        return cosine(step - warmup, decay, lr)
+    return lr
+
+
+def random_shift(x, max_shift, fill):
+    """Shift each image of the (N, C, H, W) batch by random whole pixels, up to max_shift each way,
+    filling with `fill` (models.RandomShift: output row i reads input row i - dy)."""
+    import torch
+    from torch.nn import functional
+
+    n, _, h, w = x.shape
+    padded = functional.pad(x, (max_shift,) * 4, value=fill)  # (N, C, H + 2m, W + 2m)
+    d = torch.randint(-max_shift, max_shift + 1, (2, n), device=x.device)
+    rows = torch.arange(h, device=x.device)[None, :] + max_shift - d[0][:, None]  # (N, H)
+    cols = torch.arange(w, device=x.device)[None, :] + max_shift - d[1][:, None]  # (N, W)
+    batch = torch.arange(n, device=x.device)[:, None, None]
+    return padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+
+
+def _reference_recipe(spec, train, test):
+    """The recipe at one seed as a hand-written PyTorch loop: the recipe's model in plain torch
+    (REFERENCE_MODELS, torch's default init), Adam with its lr and betas (epsilon 1e-7, Keras's),
+    its schedule set before every step (reference_lr), CrossEntropyLoss with its label smoothing,
+    its batch size and epochs, the end of the training set held out for validation_split > 0, the
+    tensors in memory, batches from torch.randperm; test accuracy after every epoch."""
+    import torch
+    from torch import nn
+
+    recipe = spec["recipe"]
+    device = _torch_setup(spec, spec["seed"])
+    train, _ = data.split_validation(*train, recipe["validation_split"])
+    x, y = _to_tensors(*train, device)
+    x_test, y_test = _to_tensors(*test, device)
+    build, standardise, shift = REFERENCE_MODELS[recipe["model"]]
+    background = 0.0
+    if standardise:  # once, on the tensors (the Keras models do it in a Rescaling layer)
+        x, x_test = (x - MNIST_MEAN) / MNIST_STD, (x_test - MNIST_MEAN) / MNIST_STD
+        background = -MNIST_MEAN / MNIST_STD  # a raw 0, standardised
+    model = build().to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=recipe["lr"], betas=(recipe["beta_1"], recipe["beta_2"]),
+                                 eps=1e-7)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe["label_smoothing"])
+    bs = recipe["batch_size"]
+    steps = math.ceil(len(x) / bs)
+    if spec.get("max_steps_per_epoch"):
+        steps = min(steps, spec["max_steps_per_epoch"])
+    total = recipe["epochs"] * steps
+    seconds, accuracies, step = [], [], 0
+    for _ in range(recipe["epochs"]):
+        start = time.perf_counter()
+        perm = torch.randperm(len(x), device=device)
+        model.train()
+        for i in range(steps):
+            idx = perm[i * bs:(i + 1) * bs]
+            xb = random_shift(x[idx], shift, background) if shift else x[idx]
+            for group in optimizer.param_groups:
+                group["lr"] = reference_lr(recipe, total, step)
+            optimizer.zero_grad()
+            loss_fn(model(xb), y[idx]).backward()
+            optimizer.step()
+            step += 1
+        if device == "cuda":
+            torch.cuda.synchronize()
+        seconds.append(time.perf_counter() - start)
+        accuracies.append(_torch_accuracy(model, x_test, y_test))
+    return {"device": _torch_device_name(device), "versions": {"torch": torch.__version__}, "seed": spec["seed"],
+            "loop": "plain PyTorch", "trainable_parameters": sum(p.numel() for p in model.parameters()
+                                                                   if p.requires_grad),
+            "train_samples": len(x), **recipe_figures(seconds, accuracies, spec["marks"])}
