@@ -61,14 +61,11 @@ def test_bad_benchmark_arguments(argv, match):
 @pytest.mark.e2e
 def test_benchmark_runs_end_to_end_and_writes_json(mnist_dir, tmp_path, device):
     out_json = tmp_path / "b.json"
-    recipe = tmp_path / "quick.toml"  # a whole recipe: one full epoch of batch 256, Adam, cosine
-    recipe.write_text('model = "tutorial"\nepochs = 1\nbatch_size = 256\nlr = 0.01\nlr_schedule = "cosine"\n')
     env = {**os.environ, "MNIST_KERAS3_DATA": str(mnist_dir)}
     out = subprocess.run(
         [sys.executable, str(REPO / "scripts" / "benchmark.py"), "--backends", BACKEND, "--loops", "native",
          "--batch-sizes", "16", "--epochs", "1", "--max-samples", "320", "--rounds", "1",
-         "--target", "0.5", "--tta-max-epochs", "1", "--tta-batch-size", "64", "--json", out_json,
-         "--recipe", recipe, "--recipe-target", "0.9"],
+         "--target", "0.5", "--tta-max-epochs", "1", "--tta-batch-size", "64", "--json", out_json],
         capture_output=True, text=True, timeout=900, env=env, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out_json.read_text())
@@ -81,11 +78,8 @@ def test_benchmark_runs_end_to_end_and_writes_json(mnist_dir, tmp_path, device):
     # One epoch of batch 64 passes 50% test accuracy under every backend.
     assert tta[(BACKEND, "native")]["seconds"] > 0 and tta[(BACKEND, "native")]["accuracy"] >= 0.5
     assert "plain PyTorch" in out.stdout and "x plain PyTorch" in result["markdown"]
-    # One epoch of the tutorial CNN at lr 0.01 passes 90% under every backend (measured: ~95%).
-    (run,) = result["recipe"]["runs"]
-    assert run["backend"] == BACKEND and run["epochs"] == 1 and run["accuracy"] >= 0.9 and run["seconds"] > 0
-    assert result["recipe"]["config"]["batch_size"] == 256
-    assert f"Time to 90.0% test accuracy with {recipe}" in result["markdown"]
+    assert result["benchmark"] == "speed" and result["settings"]["threads"] == 1  # the speed default
+    assert result["command"].endswith(f"--json {out_json}")
 
 
 @pytest.mark.e2e
