@@ -1,0 +1,238 @@
+#!/usr/bin/env python3
+"""Render the result tables of README.md and docs/*.md from the JSON files the commands wrote.
+
+A table in a markdown file sits between two markers, and only the lines between them are generated:
+
+    <!-- report:NAME -->
+    | ... the table, rendered from its JSON file ... |
+    <!-- /report -->
+
+`TABLES` below says which JSON file and which renderer make each NAME. Add a row there (and the two
+markers in the markdown file) for a new JSON file; the renderers take the loaded JSON and return the
+table's lines.
+
+    python scripts/report.py --check   # exit 1, with a diff, if a table differs from its JSON
+    python scripts/report.py --write   # rewrite the tables in place
+    python scripts/report.py --show NAME   # print one rendered table
+
+Standard library only: no keras, no framework, nothing of the package imported.
+"""
+
+import argparse
+import difflib
+import json
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# ---------------------------------------------------------------- renderers: loaded JSON -> lines
+
+
+def _ratio(value):
+    return "n/a (no reference)" if value is None else f"{value:.2f}x"
+
+
+def _name_loop(row):
+    if row["loop"] == "reference":
+        return "plain PyTorch (reference)", "-"
+    return row["backend"], row["loop"]
+
+
+def speed_table(data):
+    """The speed benchmark (`python -m mnist_keras3.bench`): its `summary`, one row per batch size,
+    backend and loop, as the benchmark prints it."""
+    out = ["| batch | backend | loop | samples/s | x plain PyTorch | samples/CPU-s | x plain PyTorch (CPU) "
+           "| peak RSS (MB) |", "| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for r in data["summary"]:
+        name, loop = _name_loop(r)
+        if r.get("samples_per_s") is None:
+            out.append(f"| {r['batch_size']} | {name} | {loop} | error: {r.get('error')} | | | | |")
+            continue
+        out.append(f"| {r['batch_size']} | {name} | {loop} | {r['samples_per_s']:,.0f} | {_ratio(r['ratio'])} "
+                   f"| {r['samples_per_cpu_s']:,.0f} | {_ratio(r['cpu_ratio'])} | {r['peak_rss_mb']:,.0f} |")
+    return out
+
+
+def tta_table(data):
+    """The speed benchmark's time-to-accuracy runs (`time_to_accuracy`)."""
+    out = ["| backend | loop | seconds | epochs | test accuracy then |", "| --- | --- | ---: | ---: | ---: |"]
+    for r in data["time_to_accuracy"]:
+        name, loop = _name_loop(r)
+        if "error" in r:
+            out.append(f"| {name} | {loop} | error: {r['error']} | | |")
+        elif r["seconds"] is None:
+            out.append(f"| {name} | {loop} | not reached | {r['epochs']} | {r['accuracy']:.4f} |")
+        else:
+            out.append(f"| {name} | {loop} | {r['seconds']:.1f} | {r['epochs']} | {r['accuracy']:.4f} |")
+    return out
+
+
+def _seconds(value):
+    return "not reached" if value is None else f"{value:.1f}"
+
+
+def recipe_table(data):
+    """A recipe benchmark (`python -m mnist_keras3.bench --recipe TOML`). Two layouts: today's
+    (`"benchmark": "recipe"`, one `summary` row per run over its seeds, seconds to each mark) and the
+    first one (`recipe.runs`: one run per backend, the seconds to the recipe's target)."""
+    if data.get("benchmark") == "recipe":
+        return _recipe_summary_table(data["summary"])
+    runs = data["recipe"]["runs"]
+    target = runs[0]["target"] if runs else 0.99
+    out = [f"| backend | loop | seconds to {target:.0%} | epochs | test accuracy then |",
+           "| --- | --- | ---: | ---: | ---: |"]
+    for r in runs:
+        if "error" in r:
+            out.append(f"| {r['backend']} | {r['loop']} | error: {r['error']} | | |")
+            continue
+        out.append(f"| {r['backend']} | {r['loop']} | {_seconds(r['seconds'])} | {r['epochs']} "
+                   f"| {r['accuracy']:.2%} |")
+    return out
+
+
+def _recipe_summary_table(rows):
+    marks = sorted({m for r in rows for m in r.get("seconds", {})}, key=float)
+    head = " | ".join(f"s to {float(m):.1%}" for m in marks)
+    out = [f"| run | loop | seeds | {head} | final accuracy (median) | min accuracy | x reference | x peer |",
+           "| --- | --- | ---: | " + " | ".join("---:" for _ in marks) + " | ---: | ---: | ---: | ---: |"]
+    blank = " | ".join("" for _ in marks)
+    for r in rows:
+        if r.get("note"):
+            out.append(f"| {r['name']} | n/a: {r['note']} | | {blank} | | | | |")
+            continue
+        if not r.get("seeds"):
+            errors = r.get("errors") or ["no result"]
+            out.append(f"| {r['name']} | error: {errors[0]} | | {blank} | | | | |")
+            continue
+        seconds = " | ".join(_seconds(r["seconds"][m]) for m in marks)
+        ratios = " | ".join("-" if r.get("role") != "recipe" else _ratio_or_na(r.get(k))
+                            for k in ("ratio_reference", "ratio_peer"))
+        out.append(f"| {r['name']} | {r['loop']} | {len(r['seeds'])} | {seconds} | {r['median_accuracy']:.2%} "
+                   f"| {r['min_accuracy']:.2%} | {ratios} |")
+    return out
+
+
+def _ratio_or_na(value):
+    return "n/a" if value is None else f"{value:.2f}x"
+
+
+def cpu_ratio_runs_table(runs):
+    """Several speed benchmark runs side by side: each Keras loop's samples per CPU-second over the
+    plain PyTorch loop's, at batch 32 / 64, one column per run."""
+    cells = {}
+    for i, data in enumerate(runs):
+        for r in data["summary"]:
+            if r["loop"] != "reference" and r["batch_size"] in (32, 64):
+                cells.setdefault((r["backend"], r["loop"]), {}).setdefault(i, {})[r["batch_size"]] = r.get("cpu_ratio")
+    order = {"native": 0, "fit": 1}
+    out = ["| backend | loop | " + " | ".join(f"run {i + 1}" for i in range(len(runs))) + " |",
+           "| --- | --- | " + " | ".join("---:" for _ in runs) + " |"]
+    for backend, loop in sorted(cells, key=lambda k: (order.get(k[1], 2), k[0])):
+        per_run = cells[(backend, loop)]
+        row = []
+        for i in range(len(runs)):
+            got = per_run.get(i, {})
+            row.append(" / ".join("-" if got.get(b) is None else f"{got[b]:.2f}x" for b in (32, 64)))
+        out.append(f"| {backend} | {loop} | " + " | ".join(row) + " |")
+    return out
+
+
+# ---------------------------------------------------------------- what goes where
+
+# (markdown file, marker name, JSON file or tuple of JSON files, renderer); paths from the repo root.
+# A renderer gets the loaded JSON (a list of them for a tuple) and returns the table's lines.
+TABLES = [
+    ("docs/speed.md", "speed-quiet", "docs/benchmarks/2cpu-quiet-default-threads.json", speed_table),
+    ("docs/speed.md", "tta-quiet", "docs/benchmarks/2cpu-quiet-default-threads.json", tta_table),
+    ("docs/speed.md", "cpu-ratio-shared",
+     ("docs/benchmarks/2cpu-shared-run1.json", "docs/benchmarks/2cpu-shared-run2.json"), cpu_ratio_runs_table),
+    ("docs/speed.md", "recipe-fast-first", "docs/benchmarks/fast-recipe-2cpu.json", recipe_table),
+]
+
+# ---------------------------------------------------------------- markers
+
+BLOCK = re.compile(r"(<!-- report:(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /report -->)", re.S)
+
+
+def render(spec, root=ROOT):
+    _, _, sources, renderer = spec
+    if isinstance(sources, str):
+        return renderer(_load(root / sources))
+    return renderer([_load(root / s) for s in sources])
+
+
+def _load(path):
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise SystemExit(f"error: {path} not found: a table in TABLES names it") from None
+
+
+def replace_block(text, name, lines):
+    """`text` with the body of block `name` replaced by `lines`; ValueError when the block is missing."""
+    found = False
+
+    def sub(m):
+        nonlocal found
+        if m.group("name") != name:
+            return m.group(0)
+        found = True
+        return m.group(1) + "".join(line + "\n" for line in lines) + m.group(4)
+
+    new = BLOCK.sub(sub, text)
+    if not found:
+        raise ValueError(f"no '<!-- report:{name} -->' ... '<!-- /report -->' block")
+    return new
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    mode = p.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--check", action="store_true", help="exit 1 if a table differs from its JSON")
+    mode.add_argument("--write", action="store_true", help="rewrite the tables from their JSON")
+    mode.add_argument("--show", metavar="NAME", help="print one rendered table")
+    p.add_argument("--root", type=Path, default=ROOT, help="the checkout (default: %(default)s)")
+    args = p.parse_args(argv)
+
+    if args.show:
+        specs = [s for s in TABLES if s[1] == args.show]
+        if not specs:
+            p.error(f"no table named {args.show!r}; known: {', '.join(s[1] for s in TABLES)}")
+        print("\n".join(render(specs[0], args.root)))
+        return 0
+
+    stale, files = [], {}
+    for spec in TABLES:
+        md, name = spec[0], spec[1]
+        path = args.root / md
+        if md not in files:
+            files[md] = path.read_text()
+        try:
+            files[md] = replace_block(files[md], name, render(spec, args.root))
+        except ValueError as e:
+            print(f"error: {md}: {e}", file=sys.stderr)
+            return 1
+    for md, text in files.items():
+        old = (args.root / md).read_text()
+        if old == text:
+            continue
+        stale.append(md)
+        if args.write:
+            (args.root / md).write_text(text)
+            print(f"rewrote {md}")
+        else:
+            diff = difflib.unified_diff(old.splitlines(True), text.splitlines(True), md, md + " (rendered)")
+            sys.stdout.writelines(diff)
+    if args.check:
+        if stale:
+            print(f"error: {', '.join(stale)} differ from the JSON; run: python scripts/report.py --write",
+                  file=sys.stderr)
+            return 1
+        print(f"{len(TABLES)} tables in {len(files)} files match their JSON")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
