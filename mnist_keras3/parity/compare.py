@@ -200,6 +200,22 @@ def compare_training(runs, tol_pp=0.5, floor=None):
     return [result, reached]
 
 
+def compare_seeds(sweeps, floor):
+    """sweeps: {backend: {seed: {"accuracy": test accuracy, ...}}} from --seeds. One check: every
+    seed under every backend reaches `floor`, so a recipe that trains under one backend and stalls
+    under another at some seed fails the report. No check without a sweep."""
+    if not any(sweeps.values()):
+        return []
+    accs = {(b, seed): 100 * r["accuracy"] for b, runs_ in sweeps.items() for seed, r in runs_.items()}
+    seeds = sorted({seed for _, seed in accs}, key=int)
+    below = [f"{b} seed {seed} {a:.2f}%" for (b, seed), a in accs.items() if floor and a < 100 * floor]
+    figure = "; ".join(f"{b} " + ", ".join(f"{accs[b, s]:.2f}%" for s in seeds if (b, s) in accs)
+                       for b in sweeps)
+    name = f"test accuracy of every seed ({', '.join(seeds)}) under every backend"
+    return [check(4, name, not below, figure, f"each >= {100 * floor:.2f}%" if floor else "no floor",
+                  "below: " + ", ".join(below) if below else "")]
+
+
 # ---------------------------------------------------------------- report
 
 def cell(text):

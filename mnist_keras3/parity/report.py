@@ -35,21 +35,41 @@ class ParityFailure(MnistKeras3Error):
 
 
 def add_training_args(p):
-    p.add_argument("--model", default="tutorial", help="model trained for levels 2-4 (default: tutorial)")
-    p.add_argument("--epochs", type=int, default=10, help="training epochs per backend (default: 10)")
+    p.add_argument("--config", metavar="TOML", help="a train config file (a recipe such as configs/fast.toml); the "
+                   "flags below override it (default: none: train's defaults, the tutorial recipe)")
+    p.add_argument("--model", help="model trained for levels 2-4 (default: the config's, else tutorial)")
+    p.add_argument("--epochs", type=int, help="training epochs per backend (default: the config's, else 10)")
     p.add_argument("--seed", type=int, default=42, help="training seed, the same for every backend (default: 42)")
-    p.add_argument("--batch-size", type=int, default=32, help="training batch size (default: 32)")
-    p.add_argument("--max-steps-per-epoch", type=int, default=0,
-                   help="cap on training steps per epoch, 0 for none (default: 0)")
+    p.add_argument("--seeds", default="", help="also train these seeds (comma-separated) under every backend; "
+                   "each run must reach --accuracy-floor, so a backend that fails one seed fails the report "
+                   "(default: none)")
+    p.add_argument("--batch-size", type=int, help="training batch size (default: the config's, else 32)")
+    p.add_argument("--max-steps-per-epoch", type=int,
+                   help="cap on training steps per epoch, 0 for none (default: the config's, else 0)")
     p.add_argument("--data-dir", help="folder with the MNIST files (default: MNIST_KERAS3_DATA, then the cache)")
     p.add_argument("--output-dir", default=DEFAULT_OUTPUT, help=f"results folder (default: {DEFAULT_OUTPUT})")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
 
 
-def training_args(args):
-    out = ["--model", args.model, "--epochs", str(args.epochs), "--seed", str(args.seed),
-           "--batch-size", str(args.batch_size), "--max-steps-per-epoch", str(args.max_steps_per_epoch)]
-    return out + (["--data-dir", args.data_dir] if args.data_dir else [])
+def parse_seeds(text):
+    try:
+        seeds = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        seeds = None
+    if seeds is None or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise UsageError(f"Expected --seeds as distinct integers >= 0, comma-separated. Received: seeds={text!r}")
+    return seeds
+
+
+def training_args(args, seed=None):
+    """The train flags of the parity run (with another seed for the --seeds sweep)."""
+    out = ["--seed", str(args.seed if seed is None else seed)]
+    for flag, value in (("--config", args.config), ("--model", args.model), ("--epochs", args.epochs),
+                        ("--batch-size", args.batch_size), ("--max-steps-per-epoch", args.max_steps_per_epoch),
+                        ("--data-dir", args.data_dir)):
+        if value is not None:
+            out += [flag, str(value)]
+    return out
 
 
 def parse_backends(text):
@@ -89,6 +109,7 @@ def parse_args(argv):
                         "(default: 0.94, what the tutorial model reaches after 2 epochs)")
     args = p.parse_args(argv)
     args.backends = parse_backends(args.backends)
+    parse_seeds(args.seeds)
     if not 0 <= args.accuracy_floor < 1:
         raise UsageError(f"Expected --accuracy-floor as a fraction in [0, 1), 0 for none. "
                          f"Received: accuracy_floor={args.accuracy_floor}")
@@ -151,7 +172,8 @@ def sub_main(command, argv):
     from . import worker  # imports keras: only now that the backend is set
 
     if command == "worker":
-        worker.worker(args.backend, args.output_dir, training_args(args), args.seed)
+        sweep = {seed: training_args(args, seed) for seed in parse_seeds(args.seeds)}
+        worker.worker(args.backend, args.output_dir, training_args(args), args.seed, sweep)
     else:
         worker.check(args.backend, args.output_dir, args.sources.split(","), args.weights,
                             args.data_dir, args.images, args.grad_batch, args.init_dir)
@@ -223,6 +245,8 @@ def compare(out, names, args):
                                        "config": w["training"]["config"],
                                        "test_curve": test_curve(out / b, w)} for b, w in workers.items()},
                                   args.accuracy_tolerance, args.accuracy_floor)
+    checks += pc.compare_seeds({b: w["training"].get("seed_sweep") or {} for b, w in workers.items()},
+                               args.accuracy_floor)
     infos = {b: {**w["info"], "accuracy": w["training"]["test"]["accuracy"],
                  "train_seconds": w["training"]["train_seconds"]} for b, w in workers.items()}
     md = pc.markdown(checks, names, matrix, infos)
@@ -258,7 +282,8 @@ def main(argv=None):
             if pythons[b] == sys.executable and not backends.is_installed(b):
                 raise UsageError(f"No {b} results in {out} and the {b} backend is not installed here. "
                                  f"Run `tox -e {b}` first, or install it: pip install \"mnist-keras3[{b}]\"")
-            run_step(pythons[b], "worker", b, [*training_args(args), "--output-dir", str(out)])
+            run_step(pythons[b], "worker", b,
+                     [*training_args(args), "--seeds", args.seeds, "--output-dir", str(out)])
         weights = out / names[0] / "model.weights.h5"  # the reference backend's trained weights
         init_dir = out / names[0] / "init"  # and its initial weights of every registered model
         for b in names:

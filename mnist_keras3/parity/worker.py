@@ -65,9 +65,9 @@ def save_initial_weights(folder, seed):
         runs.save_weights(models.build_model(name), Path(folder) / f"{name}.weights.h5")
 
 
-def worker(backend, out, train_args, seed=42):
+def worker(backend, out, train_args, seed=42, sweep=None):
     """Phase 1 for one backend: structure + initial weights + training + exported weights,
-    into out/<backend>/."""
+    into out/<backend>/; then one more training run per seed of `sweep` ({seed: train args})."""
     here = Path(out) / backend
     here.mkdir(parents=True, exist_ok=True)
     structures = all_structures()
@@ -88,6 +88,8 @@ def worker(backend, out, train_args, seed=42):
             "config": metrics["config"],
             "test": metrics["test"],
             "train_seconds": metrics["train_seconds_this_session"],
+            "seed_sweep": {str(s): runs.read_json(train_run(backend, here / "train", args) / "metrics.json")["test"]
+                           for s, args in (sweep or {}).items()},
         },
     }
     runs.write_json(here / "worker.json", record)
