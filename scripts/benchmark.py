@@ -1,6 +1,8 @@
 #!/usr/bin/env python
-"""Training speed of every installed backend against a plain PyTorch loop: the same as
-`python -m mnist_keras3.bench` (see `--help`), runnable from a checkout without installing."""
+"""Training speed of every installed backend against a plain PyTorch loop, or with --recipe FILE
+--seeds N a recipe's seconds to 99.0% and 99.5% test accuracy beside a plain PyTorch loop and
+keras-io's convnet: the same as `python -m mnist_keras3.bench` (see `--help`), runnable from a
+checkout without installing."""
 
 import pathlib
 import sys

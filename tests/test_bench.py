@@ -100,3 +100,12 @@ def test_table_without_the_reference_says_so_instead_of_crashing():
     info = {"device": "CPU", "cpu": "x", "cores": 2, "load_average_start": [1], "load_average_end": [1]}
     table = bench.markdown(rows, [], info, bench.parse_args(["--threads", "1"]))
     assert "| 32 | jax | native | 150 | n/a (no reference) | 300 | n/a (no reference) |" in table
+
+
+def test_the_speed_benchmark_times_fit_and_native_by_default_and_takes_auto():
+    jobs, names, loops, sizes = bench.plan(bench.parse_args([]))
+    assert loops == ["fit", "native"]
+    assert {"fit", "native"} <= {j["loop"] for j in jobs} <= {"reference", "fit", "native"}
+    rows = bench.summarize([_result("jax", "auto", 32, [150.0], [300.0]), _result("jax", "fit", 32, [140.0], [300.0]),
+                            _result("torch", "reference", 32, [100.0], [200.0])], [], [32])
+    assert [r["loop"] for r in rows] == ["reference", "auto", "fit"] and rows[1]["ratio"] == 1.5

@@ -133,6 +133,8 @@ def test_an_unknown_recipe_key_is_the_one_line_config_error_before_any_job(tmp_p
         bench.main(["--recipe", str(bad), "--backends", BACKEND])
     with pytest.raises(UsageError, match="Unknown key 'warmup'"):
         bench.main(["--recipe", str(REPO / "configs" / "fast.toml"), "--peer", str(bad), "--backends", BACKEND])
+    with pytest.raises(UsageError, match="Peer recipe not found: .*--no-peer"):
+        bench.main(["--recipe", str(REPO / "configs" / "fast.toml"), "--peer", str(tmp_path / "no.toml")])
     with pytest.raises(UsageError, match="--seeds: 0"):
         bench.main(["--recipe", str(REPO / "configs" / "fast.toml"), "--seeds", "0"])
 
@@ -156,7 +158,7 @@ def test_recipe_benchmark_runs_end_to_end(mnist_dir, tmp_path):
     recipe_runs = [r for r in result["runs"] if r["role"] == "recipe"]
     assert {r["loop"] for r in recipe_runs} <= {"native", "fit"} and recipe_runs[0]["loop_requested"] == "auto"
     for r in result["runs"]:
-        assert len(r["test_accuracy"]) == len(r["cumulative_seconds"])
+        assert len(r["test_accuracy"]) == len(r["cumulative_seconds"]) == len(r["epoch_cpu_seconds"])
         assert r["cumulative_seconds"] == sorted(r["cumulative_seconds"]) and r["cumulative_seconds"][0] > 0
     assert {len(r["test_accuracy"]) for r in recipe_runs} == {2}  # all the recipe's epochs, no stop at a target
     assert {r["train_samples"] for r in result["runs"] if r["role"] == "peer"} == {54_000}  # the end held out

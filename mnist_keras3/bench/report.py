@@ -50,7 +50,9 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m mnist_keras3.bench", description=__doc__.split("\n")[0])
     p.add_argument("--backends", default=",".join(backends.installed_backends()),
                    help="comma-separated (default: the installed ones, %(default)s)")
-    p.add_argument("--loops", default=",".join(LOOPS), help="comma-separated, of fit and native (default: %(default)s)")
+    # auto is one of fit and native (whichever train picks): timing it again would only repeat one of them.
+    p.add_argument("--loops", default="fit,native", help=f"comma-separated, of {', '.join(LOOPS)} "
+                   "(default: %(default)s)")
     p.add_argument("--batch-sizes", default="32,64,256", help="comma-separated (default: %(default)s)")
     p.add_argument("--epochs", type=int, default=3,
                    help="timed epochs per job, after one warm-up (default: %(default)s)")
@@ -167,7 +169,7 @@ def summarize(speed, tta, sizes):
         for r in rows:
             base = ref.get(r["batch_size"])
             r[ratio] = round(r[key] / base, 2) if base and r[key] else None
-    order = {"reference": 0, "fit": 1, "native": 2}
+    order = {"reference": 0, "auto": 1, "fit": 2, "native": 3}
     rows.sort(key=lambda r: (sizes.index(r["batch_size"]), r["loop"] != "reference", r["backend"], order[r["loop"]]))
     return rows
 
@@ -354,6 +356,8 @@ def run_recipes(args, names, info):
 
     recipe_cfg = load_recipe(args.recipe)  # a bad file fails before any job
     peer_file = None if args.no_peer else _find_config(args.peer or DEFAULT_PEER)
+    if peer_file and not os.path.exists(peer_file):
+        raise UsageError(f"Peer recipe not found: {peer_file}. Pass an existing TOML file to --peer, or --no-peer.")
     peer_cfg = load_recipe(peer_file) if peer_file else None
     ref_note = reference_unsupported(recipe_cfg)
     if ref_note is None and "torch" not in backends.installed_backends():

@@ -111,19 +111,21 @@ def _keras_recipe(spec, keras, train, test):
     return {"device": info["device"], "versions": info, "seed": cfg.seed,
             "loop": ran, "loop_requested": cfg.loop, "loop_fallback_reason": why,
             "trainable_parameters": parameter_counts(model)["trainable"], "train_samples": len(train[0]),
-            **recipe_figures(timer.train_seconds, accuracies, spec["marks"])}
+            **recipe_figures(timer.train_seconds, accuracies, spec["marks"], timer.cpu_seconds)}
 
 
-def recipe_figures(seconds, accuracies, marks):
-    """Per epoch: test accuracy and cumulative training seconds; for each mark the first epoch whose
-    test accuracy reaches it and the training seconds until then (None if no epoch does)."""
+def recipe_figures(seconds, accuracies, marks, cpu_seconds=()):
+    """Per epoch: test accuracy, cumulative training seconds (and the process's CPU seconds of each
+    epoch); for each mark the first epoch whose test accuracy reaches it and the training seconds
+    until then (None if no epoch does)."""
     cumulative = [round(sum(seconds[: i + 1]), 3) for i in range(len(seconds))]
     reached = {}
     for mark in marks:
         hit = next((i for i, a in enumerate(accuracies) if a >= mark), None)
         reached[f"{mark:g}"] = None if hit is None else {"epoch": hit + 1, "seconds": cumulative[hit]}
     return {"test_accuracy": [round(a, 4) for a in accuracies], "cumulative_seconds": cumulative,
-            "epoch_seconds": [round(t, 3) for t in seconds], "reached": reached,
+            "epoch_seconds": [round(t, 3) for t in seconds],
+            "epoch_cpu_seconds": [round(t, 3) for t in cpu_seconds], "reached": reached,
             "final_accuracy": round(accuracies[-1], 4) if accuracies else None}
 
 
@@ -329,9 +331,9 @@ def _reference_recipe(spec, train, test):
     if spec.get("max_steps_per_epoch"):
         steps = min(steps, spec["max_steps_per_epoch"])
     total = recipe["epochs"] * steps
-    seconds, accuracies, step = [], [], 0
+    seconds, cpu_seconds, accuracies, step = [], [], [], 0
     for _ in range(recipe["epochs"]):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         perm = torch.randperm(len(x), device=device)
         model.train()
         for i in range(steps):
@@ -346,8 +348,9 @@ def _reference_recipe(spec, train, test):
         if device == "cuda":
             torch.cuda.synchronize()
         seconds.append(time.perf_counter() - start)
+        cpu_seconds.append(time.process_time() - cpu_start)
         accuracies.append(_torch_accuracy(model, x_test, y_test))
     return {"device": _torch_device_name(device), "versions": {"torch": torch.__version__}, "seed": spec["seed"],
             "loop": "plain PyTorch", "trainable_parameters": sum(p.numel() for p in model.parameters()
                                                                    if p.requires_grad),
-            "train_samples": len(x), **recipe_figures(seconds, accuracies, spec["marks"])}
+            "train_samples": len(x), **recipe_figures(seconds, accuracies, spec["marks"], cpu_seconds)}
