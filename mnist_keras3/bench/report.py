@@ -74,6 +74,8 @@ def parse_args(argv=None):
                    "reference and --peer, e.g. configs/fast.toml (default: none)")
     p.add_argument("--seeds", type=int, default=1,
                    help="--recipe: run every job at seeds 1..N (default: %(default)s)")
+    p.add_argument("--peer-seeds", type=int, help="--recipe: run the peer at seeds 1..K only, K <= --seeds "
+                   "(keras-io's 15 epochs cost many times the recipe's; default: --seeds)")
     p.add_argument("--peer", metavar="TOML", help=f"--recipe: the peer recipe run under each backend "
                    f"(default: {DEFAULT_PEER}, keras-io's convnet)")
     p.add_argument("--no-peer", action="store_true", help="--recipe: skip the peer recipe")
@@ -368,6 +370,8 @@ def run_recipes(args, names, info):
     runs = []
     for seed in range(1, args.seeds + 1):
         for role, backend, cfg in (jobs if seed % 2 else jobs[::-1]):  # alternate order, as the rounds do
+            if role == "peer" and seed > (args.peer_seeds or args.seeds):
+                continue
             job = {"kind": "reference" if role == "reference" else "keras", "backend": backend, "role": role,
                    "loop": cfg["loop"], "batch_size": cfg["batch_size"], "mode": "recipe", "seed": seed}
             r = run_job({**job, "recipe": cfg, "marks": list(MARKS), "max_steps_per_epoch": args.max_steps_per_epoch,
@@ -409,6 +413,8 @@ def main(argv=None):
     for key in ("epochs", "rounds", "tta_max_epochs", "tta_batch_size", "seeds"):
         if getattr(args, key) < 1:
             raise UsageError(f"Invalid value for --{key.replace('_', '-')}: {getattr(args, key)} (expected >= 1)")
+    if args.peer_seeds is not None and not 1 <= args.peer_seeds <= args.seeds:
+        raise UsageError(f"Invalid value for --peer-seeds: {args.peer_seeds} (expected 1 to --seeds, {args.seeds})")
     if args.threads is None:
         args.threads = 0 if args.recipe else 1  # a recipe runs as train runs it: each framework's default
     if args.threads < 0 or args.max_samples < 0 or args.max_steps_per_epoch < 0 or args.max_test_samples < 0:
