@@ -99,9 +99,9 @@ def activate(name, threads=0):
     # Pin the layout: a stray ~/.keras/keras.json must not change shapes between backends.
     keras.config.set_image_data_format("channels_last")
     mod = backend_module(name)
-    mod.configure_numerics()
-    if threads:
+    if threads:  # first: jax fixes its thread pools when its client starts
         mod.set_threads(threads)
+    mod.configure_numerics()
     return keras
 
 
