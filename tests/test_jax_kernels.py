@@ -73,3 +73,16 @@ def test_other_operations_and_nested_jit_pass_through(jk):
     out, swapped = fn(*big, a), jk.rewrite(fn)(*big, a)
     for o, s in zip(out, swapped, strict=False):
         np.testing.assert_allclose(s, o, rtol=1e-6)
+
+
+def test_has_primitive_finds_convolutions_left_in_nested_programs(jk):
+    """The jax loop runs k steps in one lax.scan only when the step keeps no XLA convolution."""
+    import jax
+    import jax.numpy as jnp
+
+    x, k = jnp.ones((1, 6, 6, 1)), jnp.ones((3, 3, 1, 1))
+    conv = jax.jit(lambda x, k: jax.lax.conv_general_dilated(x, k, (1, 1), "VALID",
+                                                             dimension_numbers=("NHWC", "HWIO", "NHWC")))
+    left = jax.make_jaxpr(lambda x, k: conv(x, k) * 2)(x, k).jaxpr
+    assert jk.has_primitive(left, "conv_general_dilated")  # inside a nested jit
+    assert not jk.has_primitive(jax.make_jaxpr(jk.rewrite(conv))(x, k).jaxpr, "conv_general_dilated")

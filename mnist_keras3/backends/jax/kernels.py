@@ -49,6 +49,18 @@ def internals_problem():
     return None
 
 
+def has_primitive(jaxpr, name):
+    """Whether `name` (e.g. "conv_general_dilated") is left anywhere in a jaxpr, nested ones included."""
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == name:
+            return True
+        for param in eqn.params.values():
+            inner = getattr(param, "jaxpr", param)  # ClosedJaxpr -> Jaxpr
+            if hasattr(inner, "eqns") and has_primitive(inner, name):
+                return True
+    return False
+
+
 def rewrite(fn):
     """fn with the slow conv/pool kernels replaced; same signature, same pytrees out."""
     @functools.wraps(fn)

@@ -1,5 +1,6 @@
-"""jax: `model.stateless_call` + `optimizer.stateless_apply`, one `jax.jit` step per batch,
-dispatched asynchronously, with the host reading the loss once per STEPS_PER_CALL steps. The
+"""jax: `model.stateless_call` + `optimizer.stateless_apply` under `jax.jit`: STEPS_PER_CALL steps
+in one `lax.scan` call, or (where XLA convolutions remain in the step) one call per step,
+dispatched asynchronously, the host reading the loss once per STEPS_PER_CALL steps. The
 training arrays live on the device and each step gathers its batch there. On CPU the traced step
 has its small convolutions and max pools swapped for faster equivalent kernels (kernels.py)."""
 
@@ -45,11 +46,17 @@ class Trainer:
             trainable, opt_vars = self.optimizer.stateless_apply(opt_vars, grads, trainable)
             return (list(trainable), list(non_trainable), list(opt_vars)), (sums[0] + loss * b.shape[0], sums[1] + h)
 
-        # One jitted step per batch, not a lax.scan over many: XLA:CPU ran this project's larger
-        # convolutions 10-15x slower inside the scan's while loop than in straight-line code
-        # (docs/speed.md), and the scan gained nothing on the tutorial CNN. The state and the running
-        # sums are donated: XLA updates them in place instead of copying them each step.
+        def steps(state, sums, x, y, batches):  # batches: (k, B): k steps in one XLA call
+            return jax.lax.scan(lambda carry, b: (step(*carry, x, y, b), None), (state, sums), batches)[0]
+
+        # k steps in one lax.scan cut the host round trips (the tutorial CNN at batch 32: 2.1x the
+        # plain PyTorch loop vs 1.4x stepping one call at a time), but XLA:CPU ran the convolutions
+        # it keeps (those kernels.py does not swap) 10-15x slower inside the scan's while loop than
+        # in straight-line code (docs/speed.md). So: the scan when no XLA convolution is left in
+        # the step, else one jitted step per batch. State and sums are donated: updated in place.
         self._step = jax.jit(step, donate_argnums=(0, 1))
+        self._steps = jax.jit(steps, donate_argnums=(0, 1))
+        self._grad_fn, self.scan = grad_fn, None
         self.state = self._read_state()
 
     def _read_state(self):
@@ -61,8 +68,15 @@ class Trainer:
 
     def run(self, batches):
         sums = (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32))
-        for b in batches:  # asynchronous dispatch: the host runs ahead until float() below
-            self.state, sums = self._step(self.state, sums, self.x, self.y, b)
+        if self.scan is None:  # decided once, on the traced step
+            b = batches[0]
+            program = jax.make_jaxpr(self._grad_fn)(*self.state[:2], self.x[b], self.y[b])
+            self.scan = not kernels.has_primitive(program.jaxpr, "conv_general_dilated")
+        if self.scan:
+            self.state, sums = self._steps(self.state, sums, self.x, self.y, jnp.asarray(batches))
+        else:
+            for b in batches:  # asynchronous dispatch: the host runs ahead until float() below
+                self.state, sums = self._step(self.state, sums, self.x, self.y, b)
         return float(sums[0]), int(sums[1]), int(batches.size)
 
     def sync(self):
