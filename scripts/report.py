@@ -95,7 +95,8 @@ def recipe_table(data):
 def _recipe_summary_table(rows):
     marks = sorted({m for r in rows for m in r.get("seconds", {})}, key=float)
     head = " | ".join(f"s to {float(m):.1%}" for m in marks)
-    out = [f"| run | loop | seeds | {head} | final accuracy (median) | min accuracy | x reference | x peer |",
+    out = [f"| run | loop | seeds | {head} | final accuracy (median) | min accuracy "
+           "| time / reference's | time / peer's |",
            "| --- | --- | ---: | " + " | ".join("---:" for _ in marks) + " | ---: | ---: | ---: | ---: |"]
     blank = " | ".join("" for _ in marks)
     for r in rows:
@@ -149,6 +150,11 @@ TABLES = [
     ("docs/speed.md", "cpu-ratio-shared",
      ("docs/benchmarks/2cpu-shared-run1.json", "docs/benchmarks/2cpu-shared-run2.json"), cpu_ratio_runs_table),
     ("docs/speed.md", "recipe-fast-first", "docs/benchmarks/fast-recipe-2cpu.json", recipe_table),
+    ("docs/speed.md", "loops-default", "docs/benchmarks/loops-2cpu-default-threads.json", speed_table),
+    ("docs/speed.md", "recipe-fast", "docs/benchmarks/fast-recipe-3seeds-2cpu.json", recipe_table),
+    ("docs/speed.md", "recipe-strong", "docs/benchmarks/strong-recipe-2cpu.json", recipe_table),
+    ("README.md", "readme-recipe-fast", "docs/benchmarks/fast-recipe-3seeds-2cpu.json", recipe_table),
+    ("README.md", "readme-loops", "docs/benchmarks/loops-2cpu-default-threads.json", speed_table),
 ]
 
 # ---------------------------------------------------------------- markers
