@@ -152,7 +152,8 @@ TABLES = [
     ("docs/speed.md", "recipe-fast-first", "docs/benchmarks/fast-recipe-2cpu.json", recipe_table),
     ("docs/speed.md", "loops-default", "docs/benchmarks/loops-2cpu-default-threads.json", speed_table),
     ("docs/speed.md", "recipe-fast", "docs/benchmarks/fast-recipe-3seeds-2cpu.json", recipe_table),
-    ("docs/speed.md", "recipe-strong", "docs/benchmarks/strong-recipe-2cpu.json", recipe_table),
+    ("docs/speed.md", "recipe-strong", "docs/benchmarks/strong-recipe-3seeds-2cpu.json", recipe_table),
+    ("README.md", "readme-recipe-strong", "docs/benchmarks/strong-recipe-3seeds-2cpu.json", recipe_table),
     ("README.md", "readme-recipe-fast", "docs/benchmarks/fast-recipe-3seeds-2cpu.json", recipe_table),
     ("README.md", "readme-loops", "docs/benchmarks/loops-2cpu-default-threads.json", speed_table),
 ]
