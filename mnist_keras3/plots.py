@@ -1,4 +1,7 @@
-"""Pictures of a run: training curves, sample predictions, confusion matrix, misclassified digits.
+"""Pictures of a run: training curves, sample predictions, confusion matrix, misclassified images.
+
+Any image size and channels: grayscale shows dark ink on white (as digits on paper), RGB as it is.
+`class_names` (the model's record, records.py) label titles and axes; indices when absent.
 
 matplotlib's object API (Figure + the Agg canvas), not pyplot: no global figure state and no
 display needed, so it is safe in a server thread too. PNGs are written atomically (runs.atomic_write).
@@ -39,8 +42,24 @@ def curves(history, path, title=None):
     return save(fig, path)
 
 
+def _name(class_names, i):
+    i = int(i)
+    return str(class_names[i]) if class_names is not None and i < len(class_names) else str(i)
+
+
+def _shown(img):
+    """(H, W) for grayscale, (H, W, 3) for RGB, in [0, 1]; a flat 784 vector is a 28x28 digit."""
+    img = np.asarray(img, dtype=np.float32)
+    if img.ndim == 1:
+        side = int(round(np.sqrt(img.size)))
+        img = img.reshape(side, side)
+    if img.ndim == 3 and img.shape[-1] == 1:
+        img = img[..., 0]
+    return np.clip(img, 0, 1)
+
+
 def digit_grid(images, path, titles, colours, title=None, cols=8):
-    """A grid of 28x28 digits (dark ink on white, as on paper), one short title each."""
+    """A grid of images (grayscale as dark ink on white, RGB as is), one short title each."""
     n = len(images)
     cols = max(1, min(cols, n))
     rows = max(1, -(-n // cols))
@@ -49,28 +68,35 @@ def digit_grid(images, path, titles, colours, title=None, cols=8):
     for ax in axes:
         ax.axis("off")
     for ax, img, text, colour in zip(axes, images, titles, colours, strict=False):
-        ax.imshow(np.asarray(img).reshape(28, 28), cmap="gray_r", vmin=0, vmax=1)
+        shown = _shown(img)
+        if shown.ndim == 2:
+            ax.imshow(shown, cmap="gray_r", vmin=0, vmax=1)
+        else:
+            ax.imshow(shown)
         ax.set_title(text, fontsize=8, color=colour)
     if title:
         fig.suptitle(title, fontsize=10)
     return save(fig, path)
 
 
-def sample_predictions(images, labels, probs, path, title="sample test images: predicted (probability)"):
-    """samples.png: the first test digits with the model's guess; red where it is wrong."""
+def sample_predictions(images, labels, probs, path, title="sample test images: predicted (probability)",
+                       class_names=None):
+    """samples.png: the first test images with the model's guess; red where it is wrong."""
     pred = probs.argmax(axis=1)
-    titles = [f"{p} ({probs[i, p]:.2f})" + ("" if p == t else f" true {t}")
+    n = lambda i: _name(class_names, i)  # noqa: E731
+    titles = [f"{n(p)} ({probs[i, p]:.2f})" + ("" if p == t else f" true {n(t)}")
               for i, (p, t) in enumerate(zip(pred, labels, strict=False))]
     colours = [GOOD if p == t else BAD for p, t in zip(pred, labels, strict=False)]
     return digit_grid(images, path, titles, colours, title=title)
 
 
-def misclassified(images, labels, probs, path, limit=40):
+def misclassified(images, labels, probs, path, limit=40, class_names=None):
     """misclassified.png: wrong predictions, the most confident mistakes first."""
     pred = probs.argmax(axis=1)
     wrong = np.flatnonzero(pred != labels)
     wrong = wrong[np.argsort(-probs[wrong, pred[wrong]])][:limit]
-    titles = [f"true {labels[i]} → {pred[i]} ({probs[i, pred[i]]:.2f})" for i in wrong]
+    n = lambda i: _name(class_names, i)  # noqa: E731
+    titles = [f"true {n(labels[i])} → {n(pred[i])} ({probs[i, pred[i]]:.2f})" for i in wrong]
     if not len(wrong):
         fig = Figure(figsize=(4, 1), dpi=100)
         fig.text(0.5, 0.5, "no misclassified test images", ha="center", va="center")
@@ -79,7 +105,7 @@ def misclassified(images, labels, probs, path, limit=40):
     return digit_grid(images[wrong], path, titles, [BAD] * len(wrong), title=title)
 
 
-def confusion(matrix, path, title="confusion matrix (test set)"):
+def confusion(matrix, path, title="confusion matrix (test set)", class_names=None):
     """confusion_matrix.png: counts, true class by row, predicted class by column."""
     matrix = np.asarray(matrix)
     fig = Figure(figsize=(6.2, 5.4), dpi=100, layout="constrained")
@@ -93,8 +119,10 @@ def confusion(matrix, path, title="confusion matrix (test set)"):
                 dark = np.log1p(matrix[i, j]) > 0.6 * np.log1p(matrix.max())
                 ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=7,
                         color="white" if dark else "black")
-    ax.set_xticks(range(k))
-    ax.set_yticks(range(k))
+    names = [_name(class_names, i) for i in range(k)]
+    ax.set_xticks(range(k), names, rotation=45 if any(len(c) > 2 for c in names) else 0, ha="right"
+                  if any(len(c) > 2 for c in names) else "center", fontsize=8)
+    ax.set_yticks(range(k), names, fontsize=8)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title)
@@ -102,12 +130,13 @@ def confusion(matrix, path, title="confusion matrix (test set)"):
     return save(fig, path)
 
 
-def write_run_pictures(run_dir, history, model, x_test, y_test, n_samples=32):
+def write_run_pictures(run_dir, history, model, x_test, y_test, n_samples=32, class_names=None):
     """Every training run: curves.png and samples.png in its run folder. y_test may be one-hot."""
     labels = np.asarray(y_test)
     labels = labels.argmax(axis=1) if labels.ndim == 2 else labels
     probs = np.asarray(model.predict(x_test[:n_samples], verbose=0))  # (n, 10)
     return [
         curves(history, run_dir / "curves.png", title=run_dir.name),
-        sample_predictions(x_test[:n_samples], labels[:n_samples], probs, run_dir / "samples.png"),
+        sample_predictions(x_test[:n_samples], labels[:n_samples], probs, run_dir / "samples.png",
+                           class_names=class_names),
     ]

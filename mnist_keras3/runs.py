@@ -6,6 +6,7 @@ runs/<YYYYmmdd-HHMMSS>-<backend>-<model>/
     history.csv      one row per epoch (Keras's CSVLogger)
     checkpoint.keras the last complete epoch (model + optimizer state), with checkpoint.json
     model.keras      the final model
+    *.keras.json     beside each model: its dataset, class names, input shape (records.py)
 
 Every file is written to a temporary name in the same folder, then renamed over the target
 (atomic_write, which every module that writes uses): a crash or a full disk leaves the old file
@@ -77,12 +78,19 @@ def read_json(path):
         return json.load(fh)
 
 
-def save_model(model, path):
-    """model.save() to a temp .keras file, made portable, then renamed: never a half-written file."""
+def save_model(model, path, record=None):
+    """model.save() to a temp .keras file, made portable, then renamed: never a half-written file.
+    `record` (records.make: the model's dataset, classes, input) goes to the sidecar <path>.json,
+    after the model, so a sidecar never describes a model that is not on disk yet."""
     def write(tmp):
         model.save(tmp, overwrite=True)  # Keras insists on the .keras suffix, which tmp keeps
         make_portable(tmp)
-    return atomic_write(path, write)
+    atomic_write(path, write)
+    if record is not None:
+        from . import records
+
+        records.write(path, record)
+    return Path(path)
 
 
 # Keras (3.15) saves an optimizer compiled under torch as its torch-only subclass, e.g. module

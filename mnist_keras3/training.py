@@ -105,7 +105,7 @@ def early_stopping(cfg, history=None):
     return ResumableEarlyStopping(monitor="val_loss", patience=cfg.early_stopping, restore_best_weights=True)
 
 
-def train(model, cfg, train_data, val_data, run_dir, initial_epoch=0, history=None, view=None):
+def train(model, cfg, train_data, val_data, run_dir, initial_epoch=0, history=None, view=None, record=None):
     """fit_model with the run's callbacks; returns (checkpoint, stopper, per-epoch seconds, steps,
     early stopper or None). The callbacks see the training view; the checkpoint saves `model`."""
     import keras
@@ -113,7 +113,7 @@ def train(model, cfg, train_data, val_data, run_dir, initial_epoch=0, history=No
     from .callbacks import Checkpoint, EpochTimer, Reseed, StopOnSignal, tensorboard
 
     with StopOnSignal() as stopper:
-        timer, checkpoint = EpochTimer(), Checkpoint(run_dir, history, stopper, model=model)
+        timer, checkpoint = EpochTimer(), Checkpoint(run_dir, history, stopper, model=model, record=record)
         callbacks = [stopper, Reseed(cfg.seed), timer, keras.callbacks.TerminateOnNaN(), checkpoint]
         if cfg.tensorboard:
             callbacks.append(tensorboard(run_dir / "tensorboard"))
@@ -196,6 +196,13 @@ def check_diverged(run_dir, cfg, history, early, info):
     return epochs_done, stopped_early
 
 
+def dataset_record(ds, cfg):
+    """What every model of this run carries beside it (records.py): dataset, classes, input."""
+    from . import records
+
+    return records.make(ds.name, ds.class_names, ds.input_shape, cfg.seed)
+
+
 def run_metrics(cfg, info, ds, distribution, params, history, test_metrics, seconds, steps, n_train,
                 initial_epoch, early, stopped_early, started, run_dir):
     """The metrics.json of a finished run."""
@@ -214,7 +221,7 @@ def run_metrics(cfg, info, ds, distribution, params, history, test_metrics, seco
         "python": platform.python_version(),
         "model": cfg.model,
         "parameters": params,
-        "dataset": ds.describe(),
+        "dataset": ds.describe() | {k: v for k, v in dataset_record(ds, cfg).items() if k != "dataset"},
         "distribution": distribution,
         "config": {k: v for k, v in vars(cfg).items()},
         "validation_source": "test set" if not cfg.validation_split
@@ -269,7 +276,7 @@ def run(cfg, source, resume=None):
     started = time.time()
     try:
         checkpoint, stopper, seconds, steps, early = train(model, cfg, train_data, val_data, run_dir,
-                                                           initial_epoch, history, view)
+                                                           initial_epoch, history, view, dataset_record(ds, cfg))
     except KeyboardInterrupt:  # a second Ctrl-C: stopped at once, mid-batch
         stopper = None
     check_interrupted(run_dir, stopper)
@@ -277,7 +284,7 @@ def run(cfg, source, resume=None):
     epochs_done, stopped_early = check_diverged(run_dir, cfg, history, early, info)
 
     test_metrics = test(view, x_test, y_test, cfg)
-    runs.save_model(model, run_dir / "model.keras")
+    runs.save_model(model, run_dir / "model.keras", dataset_record(ds, cfg))
     if early is not None:  # Keras restores the kept weights at the end, stopped early or not
         print(f"early stopping (patience {cfg.early_stopping}): " + (
             f"val_loss stopped improving, stopped after epoch {epochs_done}" if stopped_early else
@@ -286,7 +293,8 @@ def run(cfg, source, resume=None):
     metrics = run_metrics(cfg, info, ds, distribution, params, history, test_metrics, seconds, steps,
                           len(train_data[0]), initial_epoch, early, stopped_early, started, run_dir)
     runs.write_json(run_dir / "metrics.json", metrics)
-    plots.write_run_pictures(run_dir, history, model, x_test, y_test)  # curves.png and samples.png
+    # curves.png and samples.png
+    plots.write_run_pictures(run_dir, history, model, x_test, y_test, class_names=ds.class_names)
     print(f"test accuracy {test_metrics['accuracy']:.4f}, loss {test_metrics['loss']:.4f} | "
           f"{sum(seconds):.1f} s training, {metrics['train_samples_per_second']:,.0f} samples/s | {run_dir}")
     return run_dir
