@@ -2,17 +2,17 @@
 
 Keras's own messages mislead here (a corrupt file reads "File not found"), so the file is checked
 first: it exists, is a zip, holds a Keras v3 model. Loading keeps `safe_mode=True`: a Lambda layer
-(pickled Python code) is refused, never run. The model must take MNIST's (28, 28, 1) images and
-give 10 class probabilities. Import after the backend is chosen (the loader imports keras).
+(pickled Python code) is refused, never run. The model must take the images its record names (records.py: the sidecar
+beside it, else its run's metrics.json, else MNIST's (28, 28, 1)) and give one probability per
+class of the record. Import after the backend is chosen (the loader imports keras).
 """
 
 import zipfile
 from pathlib import Path
 
+from . import records
 from .errors import MnistKeras3Error, UsageError
 
-INPUT_SHAPE = (None, 28, 28, 1)
-OUTPUT_SHAPE = (None, 10)
 KERAS_MEMBERS = ("config.json", "model.weights.h5")  # what Keras 3's model.save() writes
 
 
@@ -66,20 +66,30 @@ def read_keras_file(path, compile=False, hint=""):
 
 
 def load_model(path):
-    """A checked, safely loaded MNIST classifier from a .keras file (any backend wrote it)."""
+    """A checked, safely loaded classifier from a .keras file (any backend wrote it)."""
+    return load_with_record(path)[0]
+
+
+def load_with_record(path):
+    """(model, record): the checked, safely loaded classifier and what it knows of its data
+    (records.read); a model that does not take the record's images or give its classes is refused."""
     import keras
 
     # compile=False: inference only; no optimizer or loss objects need rebuilding.
     model = read_keras_file(path)
     if not isinstance(model, keras.Model):
         raise ModelFileError(f"{path} holds a {type(model).__name__}, not a Keras model.")
+    record, source = records.read(path)
+    want_in, want_out = (None, *record["input_shape"]), (None, len(record["class_names"]))
     got_in, got_out = _shape(model, "input_shape"), _shape(model, "output_shape")
-    if got_in != INPUT_SHAPE or got_out != OUTPUT_SHAPE:
+    if got_in != want_in or got_out != want_out:
+        what = "an MNIST classifier of this project" if source.startswith("default") else \
+            f"the classifier its record {source} describes"
         raise ModelFileError(
-            f"{path} is not an MNIST classifier of this project: expected input {INPUT_SHAPE} and output "
-            f"{OUTPUT_SHAPE}. Received: input={got_in}, output={got_out}"
+            f"{path} is not {what}: expected input {want_in} and output {want_out}. "
+            f"Received: input={got_in}, output={got_out}"
         )
-    return model
+    return model, record
 
 
 def _shape(model, attr):
