@@ -39,7 +39,8 @@ def parse_args(argv=None):
                    "model.onnx or model_savedmodel/)")
     p.add_argument("--backend", help="torch, jax or tensorflow: the backend that exports "
                    "(default: KERAS_BACKEND, then the first installed)")
-    p.add_argument("--data-dir", help="MNIST for the check (default: MNIST_KERAS3_DATA, the cache, then download)")
+    p.add_argument("--data-dir", help="MNIST for the check of an MNIST model (default: MNIST_KERAS3_DATA, the "
+                   "cache, then download); every model is checked on the test set of its own data (its record)")
     p.add_argument("--no-verify", action="store_true", help="keep the export without checking it")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     return p.parse_args(argv)
@@ -80,17 +81,22 @@ def output_path(args):
     return out
 
 
-def check_images(data_dir):
-    """The 10,000 MNIST test images, or (when MNIST cannot be had) 256 random images, and a note."""
-    from . import data
+def check_images(data_dir, record=None):
+    """The test images of the model's own data (its record, records.py: MNIST's 10,000 for an MNIST
+    model), or (when they cannot be had) 256 random images of its input shape, and a note."""
+    from . import data, records
 
+    record = record or records.MNIST
     try:
-        (_, _), (x_test, _) = data.mnist.load_mnist(data_dir)
-        return data.preprocess(x_test), "10,000 MNIST test images"  # (10000, 28, 28, 1)
+        ds = data.load(record["dataset"], data_dir, record.get("seed", 0))
+        if ds.input_shape != tuple(record["input_shape"]):  # a folder changed since training
+            raise DataError(f"its images are now {ds.input_shape}, the model takes {tuple(record['input_shape'])}")
+        return ds.x_test, f"{len(ds.x_test):,} {record['dataset']} test images"  # (N, H, W, C)
     except DataError as e:
-        print(f"warning: MNIST not available for the check ({str(e)[:120]}...); checking on random images",
-              file=sys.stderr)
-        return np.random.default_rng(0).random((256, 28, 28, 1), dtype=np.float32), "256 random images"
+        print(f"warning: {record['dataset']} not available for the check ({str(e)[:120]}...); checking on "
+              "random images", file=sys.stderr)
+        shape = tuple(record["input_shape"])
+        return np.random.default_rng(0).random((256, *shape), dtype=np.float32), "256 random images"
 
 
 def run_export(fmt, path):
@@ -130,11 +136,11 @@ def main(argv=None):
     name, _ = backends.resolve_backend(args.backend)
     backends.activate(name)
     check_available(args.format, name, not args.no_verify)
-    from .loading import load_model
+    from .loading import load_with_record
 
-    model = load_model(args.model)
+    model, record = load_with_record(args.model)
     out = output_path(args)
-    model(np.zeros((1, 28, 28, 1), dtype=np.float32))  # ONNX export needs a model that was called once
+    model(np.zeros((1, *record["input_shape"]), dtype=np.float32))  # ONNX export needs a model that was called once
 
     # Export to a temporary name beside the target, check it, then rename (runs.atomic_write): a
     # failed or wrong export never replaces a good one.
@@ -156,12 +162,12 @@ def main(argv=None):
             raise ExportError(f"Keras reported no error but wrote nothing at {tmp}.")
         checked = "not checked (--no-verify)"
         if not args.no_verify:
-            x, what = check_images(args.data_dir)
+            x, what = check_images(args.data_dir, record)
             expected = np.asarray(model.predict(x, batch_size=1000, verbose=0))
             runtime = CHECKERS[args.format]
             try:
                 run = run_export(args.format, tmp)
-                got = np.concatenate([run(x[i:i + 1000]) for i in range(0, len(x), 1000)])  # (N, 10)
+                got = np.concatenate([run(x[i:i + 1000]) for i in range(0, len(x), 1000)])  # (N, K)
             except Exception as e:
                 text = " ".join(str(e).split())
                 raise ExportError(f"the {args.format} export written under {name} does not run in {runtime} "

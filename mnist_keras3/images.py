@@ -14,6 +14,10 @@ Measured on the 10,000 MNIST test digits: 9,997 have a 20-pixel bounding box (lo
 their centre of mass averages (13.99, 14.01) in (row, column) pixel indices, spread 0.29, which is
 what integer shifts towards (14, 14) give: that is the target used here.
 
+That is for digit models (a record's preprocessing "mnist-digit", records.py). Every other model
+gets "resize": the decoded picture, converted to the model's channels (grayscale or RGB), resized
+to its input size, in [0, 1] as data.preprocess gives (to_model_input).
+
 Pillow and numpy only (no keras), so the prediction CLI and a web server share it. Every problem
 with one image is an ImageError (BlankImage for an image with no ink), never a Pillow traceback.
 """
@@ -56,6 +60,7 @@ class Prepared:
     size: tuple  # the image's (width, height) as stored in the file
     inverted: bool  # True: dark ink on light paper was inverted to MNIST's light on dark
     warnings: list
+    preprocessing: str = "mnist-digit"  # or "resize" (records.py)
 
 
 def read_bytes(source, name=None):
@@ -89,8 +94,10 @@ def read_bytes(source, name=None):
     return data
 
 
-def decode(data, name="<image>"):
-    """PNG/JPEG/BMP bytes -> (grayscale float32 2-D array in [0, 255], original (w, h), warnings)."""
+def decode(data, name="<image>", channels=1):
+    """PNG/JPEG/BMP bytes -> (float32 array in [0, 255], original (w, h), warnings): grayscale (H, W),
+    or (H, W, 3) RGB when channels is 3."""
+    draft = "L" if channels == 1 else "RGB"
     notes = []
     try:
         # Pillow warns above Image.MAX_IMAGE_PIXELS and refuses above twice that; the size is
@@ -105,19 +112,19 @@ def decode(data, name="<image>"):
                 raise ImageError(f"{name}: {size[0]}x{size[1]} pixels is too large to decode safely "
                                  f"(limit {MAX_PIXELS:,} pixels for {im.format}). Shrink it first.")
             # JPEG can decode at 1/2, 1/4 or 1/8 scale directly, without the full-size bitmap.
-            im.draft("L", (size[0] // 8 + 1, size[1] // 8 + 1))
+            im.draft(draft, (size[0] // 8 + 1, size[1] // 8 + 1))
             if im.size[0] * im.size[1] > MAX_PIXELS:
                 raise ImageError(f"{name}: {size[0]}x{size[1]} pixels is too large even at 1/8 scale. Shrink it first.")
             notes.append(f"{name}: {size[0]}x{size[1]} pixels is over {MAX_PIXELS:,}; "
                          f"decoded at reduced scale ({im.size[0]}x{im.size[1]})")
         elif max(size) > 2 * WORK_SIDE and im.format == "JPEG":
-            im.draft("L", (WORK_SIDE, WORK_SIDE))  # a routine big photo: no need for every pixel
+            im.draft(draft, (WORK_SIDE, WORK_SIDE))  # a routine big photo: no need for every pixel
         im.load()
         try:
             im = ImageOps.exif_transpose(im)  # phone photos are stored sideways with a rotation tag
         except Exception:  # a damaged EXIF block: the pixels are still fine
             notes.append(f"{name}: unreadable EXIF orientation ignored")
-        gray = _grayscale(im)
+        gray = _grayscale(im) if channels == 1 else _rgb(im)
     except ImageError:
         raise
     except Image.DecompressionBombError as e:  # over twice Pillow's limit: refused at open
@@ -126,9 +133,40 @@ def decode(data, name="<image>"):
         raise ImageError(f"{name}: not a PNG, JPEG or BMP image. Pass one of those.") from err
     except Exception as e:  # Pillow's decoders raise many types on malformed files
         raise ImageError(f"{name}: the image is damaged or unsupported ({type(e).__name__}: {str(e)[:100]}).") from e
-    if max(gray.shape) > WORK_SIDE:
-        gray = _resize(gray, WORK_SIDE / max(gray.shape))
+    if max(gray.shape[:2]) > WORK_SIDE:
+        gray = _resize_channels(gray, WORK_SIDE / max(gray.shape[:2]))
     return gray, size, notes
+
+
+def _rgb(im):
+    """Any Pillow mode -> float32 (H, W, 3) in [0, 255]; transparent parts count as white."""
+    if im.mode in ("I", "I;16", "I;16L", "I;16B", "I;16N", "F"):
+        return np.repeat(_grayscale(im)[..., None], 3, axis=2)
+    if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:
+        rgba = np.asarray(im.convert("RGBA"), dtype=np.float32)
+        alpha = rgba[..., 3:] / 255.0
+        return rgba[..., :3] * alpha + 255.0 * (1.0 - alpha)
+    return np.asarray(im.convert("RGB"), dtype=np.float32)
+
+
+def _resize_channels(a, scale=None, size=None):
+    """_resize of a (H, W) or (H, W, C) array, channel by channel, by `scale` or to size (h, w)."""
+    if a.ndim == 2:
+        return _resize(a, scale, size)
+    return np.stack([_resize(a[..., c], scale, size) for c in range(a.shape[2])], axis=2)
+
+
+def to_model_input(pixels, shape):
+    """"resize" preprocessing: float (H, W) or (H, W, 3) in [0, 255] -> float32 `shape` (h, w, c) in
+    [0, 1]: colour converted (ITU-R 601 luma, as Pillow's "L", or gray copied to RGB), then resized."""
+    a = np.asarray(pixels, dtype=np.float32)
+    h, w, c = (int(d) for d in shape)
+    if c == 1 and a.ndim == 3:
+        a = a[..., :3] @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    elif c == 3 and a.ndim == 2:
+        a = np.repeat(a[..., None], 3, axis=2)
+    a = _resize_channels(a, size=(h, w))
+    return (np.clip(a, 0.0, 255.0) / 255.0).reshape(h, w, c).astype(np.float32)
 
 
 def _grayscale(im):
@@ -148,11 +186,12 @@ def _grayscale(im):
     return np.asarray(im.convert("L"), dtype=np.float32)
 
 
-def _resize(a, scale):
-    """Resize a float (H, W) array by `scale`: area-averaging when shrinking (anti-aliased, as
-    MNIST's normalisation was), bilinear when enlarging."""
+def _resize(a, scale, size=None):
+    """Resize a float (H, W) array by `scale` (or to size (h, w)): area-averaging when shrinking
+    (anti-aliased, as MNIST's normalisation was), bilinear when enlarging."""
     h, w = a.shape
-    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    nh, nw = size if size else (max(1, round(h * scale)), max(1, round(w * scale)))
+    scale = min(nh / h, nw / w)
     method = Image.Resampling.BOX if scale < 1 else Image.Resampling.BILINEAR
     return np.asarray(Image.fromarray(a.astype(np.float32), mode="F").resize((nw, nh), method), dtype=np.float32)
 
@@ -201,11 +240,17 @@ def to_mnist(gray, name="<image>", notes=None):
     return out[..., None], inverted  # (28, 28, 1)
 
 
-def prepare(source, name=None):
-    """A path, bytes or binary file object -> Prepared; ImageError (or BlankImage) on a problem."""
+def prepare(source, name=None, record=None):
+    """A path, bytes or binary file object -> Prepared; ImageError (or BlankImage) on a problem.
+    `record` (records.py) chooses the preprocessing; none, or "mnist-digit", is MNIST's."""
     if name is None:
         name = str(source) if isinstance(source, (str, Path)) else "<image>"
     data = read_bytes(source, name)
+    if record is not None and record.get("preprocessing") != "mnist-digit":
+        shape = record["input_shape"]
+        pixels, size, notes = decode(data, name, channels=shape[-1])
+        return Prepared(name=name, array=to_model_input(pixels, shape), size=size, inverted=False,
+                        warnings=notes, preprocessing="resize")
     gray, size, notes = decode(data, name)
     array, inverted = to_mnist(gray, name, notes)
     return Prepared(name=name, array=array, size=size, inverted=inverted, warnings=notes)

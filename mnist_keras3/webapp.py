@@ -1,13 +1,16 @@
-"""The web app behind `python -m mnist_keras3.serve`: one drawing page and a small JSON API.
+"""The web app behind `python -m mnist_keras3.serve`: one drawing/upload page and a small JSON API.
 
     GET  /                 the drawing page (mnist_keras3/static/, no build step, no CDN)
     GET  /api/health       {"status": "ok", ...}
-    GET  /api/model        backend, versions, model, and the run's test figures from metrics.json
+    GET  /api/model        backend, versions, model, its record (dataset, class_names, input_shape,
+                           preprocessing) and the run's test figures from metrics.json
     POST /api/predict      an image (multipart field `image`, or a raw image/* body), or JSON
-                           {"pixels": [784 values 0-255]} (flat or 28 rows of 28)
-                           -> {"digit", "probability", "probabilities" (10), "input" (28x28), ...}
+                           {"pixels": [784 values 0-255]} (flat or 28 rows of 28: a drawing)
+                           -> {"label", "class", "probability", "probabilities" (K), "input" (what
+                           the model saw), "preprocessing", ...; "digit" too for digit models}
 
-Every image goes through images.py, the same MNIST-style preprocessing as `predict`. Every
+Every image goes through images.py, the same preprocessing as `predict`: MNIST-style for digit
+models, resized and colour-converted to the model's input for others (records.py). Every
 failure a client can cause is a 4xx with {"error": "..."}; the server itself never goes down.
 Import after the backend is chosen (create_app loads the model with keras).
 """
@@ -29,24 +32,26 @@ from . import images
 
 STATIC = Path(__file__).with_name("static")
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # a phone photo fits; the whole request body is capped at this
-BATCH_SHAPE = (1, 28, 28, 1)  # one fixed shape: jax and tensorflow compile predict once, at start-up
+BATCH_SHAPE = (1, 28, 28, 1)  # an MNIST model's; each model's own comes from its record
 
 
 class Predictor:
-    """The model behind a lock, always called on the same input shape."""
+    """The model behind a lock, always called on the same input shape (one batch of its record's
+    input shape): jax and tensorflow compile predict once, at start-up."""
 
-    def __init__(self, model):
+    def __init__(self, model, input_shape=BATCH_SHAPE[1:]):
         self.model = model
+        self.batch_shape = (1, *input_shape)
         self.lock = threading.Lock()  # requests run on a thread pool; one inference at a time
-        self.probabilities(np.zeros(BATCH_SHAPE[1:], dtype=np.float32))  # compile/trace now, not on the first user
+        self.probabilities(np.zeros(self.batch_shape[1:], dtype=np.float32))  # compile/trace now, not on the first user
 
     def probabilities(self, image):
-        """float32 (28, 28, 1) -> float64 (10,) class probabilities."""
-        batch = np.zeros(BATCH_SHAPE, dtype=np.float32)
+        """float32 (H, W, C) -> float64 (K,) class probabilities."""
+        batch = np.zeros(self.batch_shape, dtype=np.float32)
         batch[0] = image
         with self.lock:
             # predict_on_batch: no per-call dataset/progress-bar machinery, unlike model.predict.
-            out = self.model.predict_on_batch(batch)  # (1, 10)
+            out = self.model.predict_on_batch(batch)  # (1, K)
         return np.asarray(out, dtype=np.float64)[0]
 
 
@@ -101,16 +106,19 @@ def pixels_to_gray(body):
     return a.astype(np.float32).reshape(28, 28)
 
 
-def prepare(kind, payload, name):
-    """("bytes", image bytes) or ("gray", (28, 28) array) -> images.to_mnist's output + notes.
+def prepare(kind, payload, name, record=None):
+    """("bytes", image bytes) or ("gray", (28, 28) array) -> (model input, inverted, notes).
 
-    The preprocessing is images.py's, as for `predict`; its errors become 4xx errors here.
+    The preprocessing is images.py's, as for `predict` (the record's: MNIST-style for digit models,
+    else resized to the model's input); its errors become 4xx errors here.
     """
     notes = []
     try:
         if kind == "bytes":
-            item = images.prepare(payload, name)
+            item = images.prepare(payload, name, record)
             return item.array, item.inverted, item.warnings
+        if record is not None and record.get("preprocessing") != "mnist-digit":
+            return images.to_model_input(payload, record["input_shape"]), False, notes
         array, inverted = images.to_mnist(payload, name, notes)
         return array, inverted, notes
     except images.BlankImage as e:
@@ -168,11 +176,14 @@ class BodyLimit:
 
 def create_app(model_path, max_upload_bytes=MAX_UPLOAD_BYTES):
     """The FastAPI app serving the model in `model_path` under the already-active backend."""
-    from .loading import load_model
+    from .loading import load_with_record
 
-    model = load_model(model_path)
-    predictor = Predictor(model)
-    info = {**model_info(model_path, model), "max_upload_bytes": max_upload_bytes}
+    model, record = load_with_record(model_path)
+    digits = record["preprocessing"] == "mnist-digit"
+    names = record["class_names"]
+    predictor = Predictor(model, tuple(record["input_shape"]))
+    info = {**model_info(model_path, model), "max_upload_bytes": max_upload_bytes,
+            **{k: record[k] for k in ("dataset", "class_names", "input_shape", "channels", "preprocessing")}}
     # No /docs or /redoc: FastAPI's pages load their scripts from a CDN, and this app works offline.
     app = FastAPI(title="mnist-keras3", docs_url=None, redoc_url=None)
     app.state.info, app.state.predictor = info, predictor
@@ -205,16 +216,20 @@ def create_app(model_path, max_upload_bytes=MAX_UPLOAD_BYTES):
     async def predict(request: Request):
         started = time.perf_counter()
         kind, payload, name = await read_input(request)
-        array, inverted, notes = await run_in_threadpool(prepare, kind, payload, name)
+        array, inverted, notes = await run_in_threadpool(prepare, kind, payload, name, record)
         prepared = time.perf_counter()
-        probs = await run_in_threadpool(predictor.probabilities, array)  # (10,)
+        probs = await run_in_threadpool(predictor.probabilities, array)  # (K,)
         done = time.perf_counter()
-        digit = int(np.argmax(probs))
+        best = int(np.argmax(probs))
         return {
-            "digit": digit,
-            "probability": round(float(probs[digit]), 6),
+            **({"digit": best} if digits else {}),  # kept for MNIST models: clients read `digit`
+            "class": best,
+            "label": names[best],
+            "probability": round(float(probs[best]), 6),
             "probabilities": [round(float(p), 6) for p in probs],
-            "input": np.round(array[..., 0], 4).tolist(),  # (28, 28): what the model saw
+            # What the model saw: (H, W) grayscale, (H, W, 3) RGB.
+            "input": np.round(array[..., 0] if array.shape[-1] == 1 else array, 4).tolist(),
+            "preprocessing": record["preprocessing"],
             "inverted": bool(inverted),
             "warnings": notes,
             "milliseconds": {"preprocess": round(1000 * (prepared - started), 2),

@@ -1,4 +1,5 @@
-// The drawing page: strokes on a canvas -> PNG -> POST /api/predict -> digit, bars, 28x28 input.
+// The drawing page: strokes on a canvas (or, for a model of other pictures than digits, an uploaded
+// file) -> POST /api/predict -> class name, bars, the input the model saw. /api/model names the classes.
 // Plain browser JavaScript, no libraries and no build step; everything comes from this server.
 "use strict";
 
@@ -78,9 +79,13 @@ document.getElementById("clear").addEventListener("click", () => {
   digitEl.textContent = "–";
   showMessage("draw something", false);
   drawBars(null);
-  seen.getContext("2d").clearRect(0, 0, 28, 28);
+  seen.getContext("2d").clearRect(0, 0, seen.width, seen.height);
   timingEl.textContent = "";
 });
+
+// The served model's classes and preprocessing (/api/model); MNIST's until it answers.
+let classNames = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+let digitModel = true;
 
 function predictSoon() {
   if (inFlight) { pending = true; return; }
@@ -88,15 +93,15 @@ function predictSoon() {
   predict();
 }
 
-async function predict() {
+async function predict(file) {
   inFlight = true;
   pending = false;
   const sentGeneration = generation;
   const sentStrokes = strokes;  // finished strokes only: a request during stroke n says n-1
   try {
-    const blob = await new Promise((resolve) => pad.toBlob(resolve, "image/png"));
+    const blob = file || await new Promise((resolve) => pad.toBlob(resolve, "image/png"));
     const form = new FormData();
-    form.append("image", blob, "drawing.png");
+    form.append("image", blob, file ? file.name : "drawing.png");
     const response = await fetch("/api/predict", { method: "POST", body: form });
     const body = await response.json();
     if (sentGeneration !== generation) return;  // cleared meanwhile
@@ -120,9 +125,9 @@ function showMessage(text, isError) {
 }
 
 function show(body) {
-  digitEl.textContent = String(body.digit);
+  digitEl.textContent = String(body.label ?? body.digit);
   showMessage(`probability ${(100 * body.probability).toFixed(1)}%`, false);
-  drawBars(body.probabilities, body.digit);
+  drawBars(body.probabilities, body.class ?? body.digit);
   drawSeen(body.input);
   const ms = body.milliseconds;
   timingEl.textContent = `preprocessing ${ms.preprocess.toFixed(1)} ms, inference ${ms.inference.toFixed(1)} ms (${body.backend})`;
@@ -130,35 +135,59 @@ function show(body) {
 
 function drawBars(probabilities, top) {
   bars.replaceChildren();
-  for (let d = 0; d < 10; d++) {
+  for (let d = 0; d < classNames.length; d++) {
     const p = probabilities ? probabilities[d] : 0;
     const li = document.createElement("li");
     if (probabilities && d === top) li.className = "top";
-    li.innerHTML = `<span>${d}</span><span class="bar"><span class="fill"></span></span><span class="p"></span>`;
+    li.innerHTML = `<span>${escape(classNames[d])}</span><span class="bar"><span class="fill"></span></span><span class="p"></span>`;
     li.querySelector(".fill").style.width = `${(100 * p).toFixed(1)}%`;
     li.querySelector(".p").textContent = probabilities ? `${(100 * p).toFixed(1)}%` : "";
     bars.appendChild(li);
   }
 }
 
-function drawSeen(input) {  // input: 28 rows of 28 values in [0, 1], light ink on black
+function drawSeen(input) {  // input: H rows of W values in [0, 1] (grayscale) or of [r, g, b] (RGB)
+  const h = input.length, w = input[0].length;
+  if (seen.width !== w || seen.height !== h) { seen.width = w; seen.height = h; }
   const c = seen.getContext("2d");
-  const image = c.createImageData(28, 28);
-  for (let r = 0; r < 28; r++) {
-    for (let col = 0; col < 28; col++) {
-      const v = Math.round(255 * input[r][col]);
-      const i = 4 * (28 * r + col);
-      image.data[i] = image.data[i + 1] = image.data[i + 2] = v;
+  const image = c.createImageData(w, h);
+  for (let r = 0; r < h; r++) {
+    for (let col = 0; col < w; col++) {
+      const px = input[r][col];
+      const rgb = Array.isArray(px) ? px : [px, px, px];
+      const i = 4 * (w * r + col);
+      for (let k = 0; k < 3; k++) image.data[i + k] = Math.round(255 * rgb[k]);
       image.data[i + 3] = 255;
     }
   }
   c.putImageData(image, 0, 0);
 }
 
+function useClasses(info) {  // a model of other pictures than digits: its class names and an upload area
+  if (Array.isArray(info.class_names)) classNames = info.class_names.map(String);
+  digitModel = info.preprocessing === "mnist-digit";
+  if (!digitModel) {
+    const [h, w, c] = info.input_shape;
+    document.getElementById("title").textContent = "Draw or upload a picture";
+    document.title = "mnist-keras3: classify a picture";
+    document.getElementById("pad-hint").textContent = `classes: ${classNames.join(", ")}`;
+    document.getElementById("seen-hint").textContent =
+      `${h}\u00d7${w} ${c === 1 ? "grayscale" : "RGB"}, the picture resized to the model's input.`;
+    document.getElementById("upload-card").hidden = false;
+  }
+  drawBars(null);
+}
+
+document.getElementById("file").addEventListener("change", (event) => {
+  const file = event.target.files[0];
+  if (file) predict(file);
+});
+
 async function describeModel() {
   const served = document.getElementById("served");
   try {
     const info = await (await fetch("/api/model")).json();
+    useClasses(info);
     const run = info.run || {};
     let accuracy = run.test_accuracy != null
       ? `test accuracy <b>${(100 * run.test_accuracy).toFixed(2)}%</b>` : "no test figures (no metrics.json beside the model)";
@@ -167,7 +196,7 @@ async function describeModel() {
     }
     served.innerHTML = `model <b>${escape(info.model_name)}</b> (${info.parameters.toLocaleString("en")} parameters, `
       + `${escape(info.model_file)}) · backend <b>${escape(info.backend)}</b> ${escape(info.backend_version)} `
-      + `on ${escape(info.device)} · ${accuracy}`;
+      + `on ${escape(info.device)} · ${escape(info.dataset || "mnist")}, ${classNames.length} classes · ${accuracy}`;
   } catch (error) {
     served.textContent = `cannot reach the server (${error.message})`;
   }
