@@ -12,6 +12,7 @@ folder (see runs.py). `--loop native` trains the same model with the backend's o
 
 import argparse
 import dataclasses
+import json
 import sys
 import typing
 from pathlib import Path
@@ -65,9 +66,25 @@ def resolve_config(args):
     return cfg, source
 
 
+def refuse_early_stopped(run_dir):
+    """A run that early stopping ended is finished: resuming it would train on from its last epoch
+    and replace model.keras (the kept best epoch). A UsageError saying so, before anything loads."""
+    try:
+        metrics = json.loads((Path(run_dir) / "metrics.json").read_text())
+        status, early = metrics.get("status"), metrics.get("early_stopping") or {}
+    except (OSError, ValueError, AttributeError):
+        return  # no (readable) metrics.json: an interrupted run, which resume_state checks
+    if status == "early-stopped":
+        raise UsageError(f"Expected a run that stopped before its last epoch. Received: {run_dir}, which early "
+                         f"stopping finished after epoch {early.get('epochs_completed', '?')} (its model.keras "
+                         f"keeps epoch {early.get('kept_epoch', '?')}). Start a new run to train more.")
+
+
 def main(argv=None):
     args = parse_args(argv)
     cfg, source = resolve_config(args)
+    if args.resume:
+        refuse_early_stopped(args.resume)
     if args.print_config:
         print(cfg.to_toml(), end="")
         return 0

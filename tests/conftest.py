@@ -97,6 +97,29 @@ def cli():
     return run_module
 
 
+_TRAINED_RUN = {}
+
+
+def train_once(tmp_path_factory, mnist_dir):
+    """The run folder of one short run of the train CLI (300 steps of 64: about 0.9 test accuracy),
+    made once per session and shared by every test that only needs a trained run (tools, serving)."""
+    if "run" not in _TRAINED_RUN:
+        out = tmp_path_factory.mktemp("trained-run")
+        done = run_module("train", "--epochs", 1, "--max-steps-per-epoch", 300, "--batch-size", 64,
+                          "--output-dir", out, "--data-dir", mnist_dir)
+        assert done.returncode == 0, done.stderr[-3000:]
+        (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
+        _TRAINED_RUN["run"] = run_dir
+    return _TRAINED_RUN["run"]
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, mnist_dir):
+    """One short trained run for the session (see train_once); tests may add files beside its
+    model (evaluate, export) but must not change model.keras, config.toml or metrics.json."""
+    return train_once(tmp_path_factory, mnist_dir)
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)

@@ -13,24 +13,16 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from conftest import BACKEND, run_module
+from conftest import BACKEND, train_once
 
-_TRAINED = {}
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 def trained_model(tmp_path_factory, mnist_dir):
-    """model.keras of one short run of the train CLI (300 steps of 64: about 0.9 test accuracy),
-    made once per session and shared by the API and browser tests."""
-    if "model" not in _TRAINED:
-        out = tmp_path_factory.mktemp("serve-runs")
-        done = run_module("train", "--epochs", 1, "--max-steps-per-epoch", 300, "--batch-size", 64,
-                          "--output-dir", out, "--data-dir", mnist_dir)
-        assert done.returncode == 0, done.stderr[-3000:]
-        (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
-        _TRAINED["model"] = run_dir / "model.keras"
-    return _TRAINED["model"]
+    """model.keras of the session's one short run of the train CLI (conftest.train_once: 300 steps
+    of 64, about 0.9 test accuracy), shared by the API, server and browser tests and the tools' tests."""
+    return train_once(tmp_path_factory, mnist_dir) / "model.keras"
 
 
 def free_port():

@@ -184,3 +184,100 @@ def test_resume_from_a_damaged_checkpoint_is_one_clear_line(cli, tmp_path):
     last = out.stderr.strip().splitlines()[-1]  # after any framework start-up logging
     assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-2000:]
     assert last.startswith("error: ") and "checkpoint.keras is corrupt or not a Keras model file" in last, last
+
+
+def _start_training(out_dir, mnist_dir):
+    """`train` in a subprocess on a short capped run (20 epochs of 20 steps): (process, its checkpoint.json
+    once epoch 1 is saved), leaving many epochs for a signal to land in."""
+    env = {**os.environ, "KERAS_BACKEND": BACKEND, "PYTHONUNBUFFERED": "1"}
+    args = ["--epochs", 20, "--max-steps-per-epoch", 20, "--batch-size", 64, "--validation-split", 0.1,
+            "--output-dir", out_dir, "--data-dir", mnist_dir]
+    proc = subprocess.Popen([sys.executable, "-m", "mnist_keras3.train", *map(str, args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        found = list(out_dir.glob("*/checkpoint.json"))
+        if found:
+            return proc, found[0]
+        time.sleep(0.05)
+    proc.kill()
+    stdout, stderr = proc.communicate()
+    pytest.fail(f"no checkpoint appeared (exit {proc.returncode}):\n{stderr[-2000:]}")
+
+
+def _finish(proc, timeout=120):
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise
+
+
+@pytest.mark.e2e
+def test_ctrl_c_mid_run_says_how_to_resume_and_the_resume_works(cli, tmp_path, mnist_dir):
+    proc, state = _start_training(tmp_path, mnist_dir)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = _finish(proc)
+    run = state.parent
+    assert proc.returncode == 130, stderr[-2000:]
+    saved = json.loads(state.read_text())["epoch"]
+    assert 1 <= saved < 20
+    last = stderr.strip().splitlines()[-1]
+    assert last == (f"error: training stopped by SIGINT; epoch {saved} is saved. Resume with: "
+                    f"python -m mnist_keras3.train --resume {run}"), last
+    assert "Traceback" not in stderr and not (run / "model.keras").exists()
+
+    # The command it names works (one more epoch, to keep the test short).
+    out = cli("train", "--resume", run, "--epochs", saved + 1, "--data-dir", mnist_dir)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert f"resuming {run} from epoch {saved}" in out.stdout
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["status"] == "complete" and len(metrics["history"]["loss"]) == saved + 1
+    assert (run / "model.keras").is_file()
+
+
+@pytest.mark.e2e
+def test_a_second_ctrl_c_stops_at_once_and_still_says_how_to_resume(tmp_path, mnist_dir):
+    """callbacks.StopOnSignal: the first Ctrl-C asks fit to stop after the batch, a second one raises
+    KeyboardInterrupt at once; training.run still names the last saved epoch and the resume command,
+    and nothing of the cut epoch is saved."""
+    proc, state = _start_training(tmp_path, mnist_dir)
+    before = json.loads(state.read_text())["epoch"]
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    sent = time.time()
+    stdout, stderr = _finish(proc, timeout=60)
+    assert time.time() - sent < 30, "the second Ctrl-C did not stop training at once"
+    run = state.parent
+    assert proc.returncode == 130, stderr[-2000:]
+    saved = json.loads(state.read_text())["epoch"]
+    assert saved in (before, before + 1)  # an epoch that ended between the read and the signal
+    last = stderr.strip().splitlines()[-1]
+    assert last == (f"error: training stopped by SIGINT; epoch {saved} is saved. Resume with: "
+                    f"python -m mnist_keras3.train --resume {run}"), last
+    assert "Traceback" not in stderr and "error: interrupted" not in stderr
+    assert not (run / "model.keras").exists() and not (run / "metrics.json").exists()
+    assert not list(run.glob(".*tmp*")), "a half-written file was left behind"
+
+
+def test_resume_of_a_run_folder_without_a_checkpoint_is_one_line(cli, tmp_path):
+    (tmp_path / "config.toml").write_text("epochs = 2\n")
+    out = cli("train", "--resume", tmp_path, "--data-dir", tmp_path / "nowhere")
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines()[-1] == (f"error: {tmp_path} has no checkpoint to resume from "
+                                                   "(no complete epoch was saved).")
+
+
+@pytest.mark.e2e
+def test_resume_of_a_finished_run_says_so_and_changes_nothing(cli, trained_run, mnist_dir):
+    before = {p.name: p.read_bytes() for p in trained_run.iterdir() if p.suffix in (".keras", ".json", ".toml")}
+    out = cli("train", "--resume", trained_run, "--data-dir", mnist_dir)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines()[-1] == (f"error: {trained_run} already finished 1 of 1 epochs; "
+                                                   "pass a larger --epochs to train on.")
+    assert "/step" not in out.stdout and "data mnist" not in out.stdout  # failed before the data was read
+    assert {p.name: p.read_bytes() for p in trained_run.iterdir() if p.suffix in (".keras", ".json", ".toml")} == before

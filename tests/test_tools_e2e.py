@@ -18,14 +18,9 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def run(mnist_dir, tmp_path_factory):
-    """One short training run (200 steps of 64: about 0.9 test accuracy) made by the train CLI."""
-    out = tmp_path_factory.mktemp("runs")
-    done = run_module("train", "--epochs", 1, "--max-steps-per-epoch", 200, "--batch-size", 64,
-                      "--output-dir", out, "--data-dir", mnist_dir)
-    assert done.returncode == 0, done.stderr[-3000:]
-    (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
-    return run_dir
+def run(trained_run):
+    """The session's short training run (conftest.trained_run: 300 steps of 64, about 0.9 test accuracy)."""
+    return trained_run
 
 
 def one_line_error(done):
@@ -227,3 +222,68 @@ def test_export_savedmodel_or_a_clear_error(run, mnist_dir, tmp_path):
     else:
         assert done.returncode == 0, done.stderr[-3000:]
         assert (out / "saved_model.pb").is_file() and "same class for 10,000/10,000" in done.stdout
+
+
+def test_export_no_verify_writes_it_unchecked_and_says_so(run, tmp_path):
+    """--no-verify needs only the exporter (no checker runtime, no MNIST) and says it did not check."""
+    def exporter_missing(fmt):
+        needed = backends.backend_module(BACKEND).export_modules(fmt)
+        return None if needed is None else [m for m in needed if importlib.util.find_spec(m) is None]
+
+    fmt = next((f for f in ("onnx", "savedmodel") if exporter_missing(f) == []), None)
+    if fmt is None:
+        pytest.skip(f"no exporter for {BACKEND} here: onnx needs {exporter_missing('onnx')}, savedmodel "
+                    f"{exporter_missing('savedmodel') or 'is not available under this backend'}")
+    target = tmp_path / ("unchecked.onnx" if fmt == "onnx" else "unchecked")
+    # A --data-dir that does not exist: with --no-verify no MNIST is read for a check.
+    done = run_module("export", run / "model.keras", "--format", fmt, "--no-verify", "--output", target,
+                      "--data-dir", tmp_path / "no-mnist-here")
+    if done.returncode != 0 and BACKEND == "jax" and fmt == "onnx":  # see test_export_onnx_is_kept_only_when...
+        (error,) = one_line_error(done)
+        assert "Keras could not export onnx" in error and not target.exists()
+        return
+    assert done.returncode == 0, done.stderr[-3000:]
+    (line,) = [line for line in done.stdout.splitlines() if line.startswith("wrote ")]
+    assert line.startswith(f"wrote {target} ({fmt}, ") and line.endswith("| not checked (--no-verify)"), line
+    assert "same class for" not in done.stdout and "warning: MNIST not available" not in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == [target.name]  # no temporary file left
+    assert target.is_file() if fmt == "onnx" else (target / "saved_model.pb").is_file()
+
+
+def test_evaluate_output_writes_its_report_and_pictures_there(run, mnist_dir, tmp_path):
+    out = tmp_path / "report" / "here"  # made as needed
+    done = run_module("evaluate", run / "model.keras", "--output", out, "--data-dir", mnist_dir)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(p.name for p in out.iterdir()) == ["confusion_matrix.png", "evaluation.json", "misclassified.png"]
+    assert f"in {out}" in done.stdout.strip().splitlines()[-1]
+    report = json.loads((out / "evaluation.json").read_text())
+    trained = json.loads((run / "metrics.json").read_text())["test"]
+    assert report["accuracy"] == pytest.approx(trained["accuracy"], abs=1e-4) and report["test_images"] == 10_000
+
+
+def test_predict_refuses_an_image_over_50_mb_in_one_line(run, photos, tmp_path):
+    huge = tmp_path / "huge.png"
+    with open(huge, "wb") as fh:  # sparse: 50 MiB + 1 byte that take no disk space
+        fh.write(photos[1][0].read_bytes())
+        fh.truncate(50 * 1024 * 1024 + 1)
+    done = run_module("predict", run / "model.keras", huge, photos[1][1])
+    assert done.returncode == 1  # the other file is still predicted
+    assert one_line_error(done) == [f"error: {huge}: 52,428,801 bytes is too large for a digit picture "
+                                    "(limit 52,428,800). Shrink it first."]
+    (line,) = done.stdout.strip().splitlines()
+    assert line.startswith(f"{photos[1][1]}: ")
+
+
+def test_predict_from_stdin_prints_plain_text(run, photos, keras):
+    _, paths, originals, _ = photos
+    env = {**os.environ, "KERAS_BACKEND": BACKEND}
+    done = subprocess.run([sys.executable, "-m", "mnist_keras3.predict", str(run / "model.keras"), "-"],
+                          input=paths[0].read_bytes(), capture_output=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (line,) = done.stdout.decode().strip().splitlines()
+    name, rest = line.split(": ", 1)
+    assert name == "<stdin>" and "(probability " in rest and "| top-3: " in rest, line
+    digit = int(rest.split()[0])
+    top = rest.split("| top-3: ")[1].split(", ")
+    assert len(top) == 3 and int(top[0].split()[0]) == digit
+    assert not done.stdout.decode().lstrip().startswith("{")  # text, not JSON

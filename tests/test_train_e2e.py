@@ -2,10 +2,14 @@
 
 import csv
 import json
+import os
+import subprocess
+import sys
 import tomllib
+from pathlib import Path
 
 import pytest
-from conftest import BACKEND
+from conftest import BACKEND, REPO
 
 pytestmark = pytest.mark.e2e
 
@@ -55,4 +59,80 @@ def test_dry_run_bn_model_and_config_file(cli, mnist_dir, tmp_path):
         assert list((run / "tensorboard" / part).glob("events.out.tfevents.*")), part
     assert metrics["model"] == "tutorial-bn"
     assert metrics["parameters"] == {"total": 2190, "trainable": 2174, "non_trainable": 16}
+    assert metrics["config"]["epochs"] == 1 and metrics["config"]["max_steps_per_epoch"] == 5
+
+
+def validation_loss(model, x_val, y_val):
+    """Mean cross-entropy of the probability model on the validation split, in float64."""
+    import numpy as np
+
+    probs = np.asarray(model.predict(x_val, batch_size=1000, verbose=0), dtype=np.float64)
+    return float(-np.mean(np.log(np.maximum(probs[np.arange(len(y_val)), y_val.argmax(1)], 1e-12))))
+
+
+def test_early_stopping_keeps_the_best_epoch_and_the_run_is_finished(cli, mnist_dir, tmp_path, keras):
+    # An lr of 0.1 makes the tiny CNN stall near chance after the first steps, so val_loss stops
+    # improving within a few epochs (under torch: epoch 2 is worse than epoch 1).
+    out = cli("train", "--lr", 0.1, "--early-stopping", 1, "--epochs", 6, "--max-steps-per-epoch", 10,
+              "--batch-size", 64, "--validation-split", 0.1, "--output-dir", tmp_path, "--data-dir", mnist_dir)
+    assert out.returncode == 0, out.stderr[-3000:]
+    run = only_run(tmp_path)
+    metrics = json.loads((run / "metrics.json").read_text())
+    early, val_losses = metrics["early_stopping"], metrics["history"]["val_loss"]
+    assert metrics["status"] == "early-stopped", (metrics["status"], val_losses)
+    assert early["stopped_early"] is True and early["patience"] == 1
+    done = early["epochs_completed"]
+    assert done == len(val_losses) < 6
+    best = min(range(done), key=val_losses.__getitem__)
+    assert early["kept_epoch"] == best + 1 and early["kept_val_loss"] == val_losses[best]
+    assert done == best + 2  # patience 1: stopped at the first epoch that did not improve
+    assert (f"early stopping (patience 1): val_loss stopped improving, stopped after epoch {done}; "
+            f"the model keeps epoch {best + 1}'s weights (val_loss {val_losses[best]:.4f})") in out.stdout
+
+    # model.keras holds the kept epoch's weights; checkpoint.keras the last epoch's (what --resume reads).
+    from mnist_keras3 import data
+
+    ds = data.load("mnist", mnist_dir)
+    _, (x_val, y_val) = data.split_validation(ds.x_train, ds.y_train, 0.1)
+    kept = validation_loss(keras.saving.load_model(run / "model.keras"), x_val, y_val)
+    assert kept == pytest.approx(val_losses[best], rel=1e-4)
+    last = validation_loss(keras.saving.load_model(run / "checkpoint.keras"), x_val, y_val)
+    assert last == pytest.approx(val_losses[-1], rel=1e-4) and last > kept
+
+    # Finished: --resume refuses in one line rather than train on and replace model.keras.
+    model_bytes = (run / "model.keras").read_bytes()
+    again = cli("train", "--resume", run, "--data-dir", mnist_dir)
+    assert again.returncode == 2, again.stderr[-2000:]
+    assert "Traceback" not in again.stderr
+    assert again.stderr.strip().splitlines()[-1] == (
+        f"error: Expected a run that stopped before its last epoch. Received: {run}, which early stopping "
+        f"finished after epoch {done} (its model.keras keeps epoch {best + 1}). Start a new run to train more.")
+    assert (run / "model.keras").read_bytes() == model_bytes
+
+
+def test_debug_shows_the_traceback_of_an_error(cli, tmp_path):
+    plain = cli("train", "--resume", tmp_path)
+    debug = cli("train", "--resume", tmp_path, "--debug")
+    message = f"{tmp_path} is not a run folder (no config.toml). Pass a folder made by train."
+    assert plain.returncode == 2 and plain.stderr.strip() == f"error: {message}"
+    assert debug.returncode == 1, debug.stderr[-2000:]  # the exception escapes: Python's own exit code
+    assert "Traceback (most recent call last)" in debug.stderr and "error: " not in debug.stderr
+    assert debug.stderr.strip().splitlines()[-1] == f"mnist_keras3.errors.UsageError: {message}"
+    assert "resolve_config" in debug.stderr  # where it was raised
+
+
+def test_the_console_script_trains(mnist_dir, tmp_path):
+    script = Path(sys.executable).parent / "mnist-keras3-train"
+    if not script.is_file():
+        pytest.skip(f"the console script is not installed at {script} (pip install -e .)")
+    # PYTHONPATH: the script's `import mnist_keras3` finds this checkout, whatever install made the script.
+    env = {**os.environ, "KERAS_BACKEND": BACKEND, "PYTHONUNBUFFERED": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    helped = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=120, env=env)
+    assert helped.returncode == 0 and "--resume RUN_DIR" in helped.stdout and "--early-stopping" in helped.stdout
+    done = subprocess.run([str(script), "--dry-run", "--output-dir", str(tmp_path), "--data-dir", str(mnist_dir)],
+                          capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads((only_run(tmp_path) / "metrics.json").read_text())
+    assert metrics["status"] == "complete" and metrics["backend"] == BACKEND
     assert metrics["config"]["epochs"] == 1 and metrics["config"]["max_steps_per_epoch"] == 5
