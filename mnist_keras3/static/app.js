@@ -164,6 +164,7 @@ function drawSeen(input) {  // input: H rows of W values in [0, 1] (grayscale) o
 }
 
 function useClasses(info) {  // a model of other pictures than digits: its class names and an upload area
+  const before = classNames.join("\n");
   if (Array.isArray(info.class_names)) classNames = info.class_names.map(String);
   digitModel = info.preprocessing === "mnist-digit";
   if (!digitModel) {
@@ -175,7 +176,8 @@ function useClasses(info) {  // a model of other pictures than digits: its class
       `${h}\u00d7${w} ${c === 1 ? "grayscale" : "RGB"}, the picture resized to the model's input.`;
     document.getElementById("upload-card").hidden = false;
   }
-  drawBars(null);
+  // Only when the classes differ from the digits drawn at start: an answer already shown stays.
+  if (classNames.join("\n") !== before) drawBars(null);
 }
 
 document.getElementById("file").addEventListener("change", (event) => {
