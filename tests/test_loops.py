@@ -123,3 +123,35 @@ def test_train_cli_native_loop_writes_the_same_run_folder_and_resumes_exactly(cl
     assert resumed["history"]["val_loss"] == pytest.approx(ref["history"]["val_loss"], rel=1e-5)
     assert resumed["history"]["loss"] == pytest.approx(ref["history"]["loss"], rel=1e-5)
     assert resumed["test"]["accuracy"] == pytest.approx(ref["test"]["accuracy"], abs=1e-4)
+
+
+def test_profile_splits_a_step_into_its_phases_and_trains_like_run(keras, small_batch):
+    """Trainer.profile (bench --profile): each phase's seconds per step, the forward and backward
+    measurably above zero, and the batches trained on as run() trains on them."""
+    x, y = small_batch
+    _, model = _pair(keras)
+    trainer = loop.get(BACKEND).Trainer(model, x, y)
+    batches = np.arange(64).reshape(4, 16)
+    trainer.run(batches[:2])  # tracing and compiling happen here, as in the bench's warm-up
+    phases = trainer.profile(batches)
+    trainer.sync()
+    assert set(phases) == set(loop.PHASES) and all(v >= 0 for v in phases.values()), phases
+    assert phases["forward"] > 0 and phases["backward"] > 0, phases
+    assert sum(phases.values()) < 1.0, phases  # seconds per step of a 16-image batch: milliseconds
+    # run() trained once on 2 batches; profile() runs run() once untimed and 3 times timed on 4.
+    assert int(model.optimizer.iterations.numpy()) == 2 + 4 * (1 if BACKEND == "torch" else 4)
+
+
+@pytest.mark.e2e
+def test_bench_profile_prints_each_phase_beside_the_reference(tmp_path):
+    from conftest import run_module
+
+    out = run_module("bench", "--profile", "--backends", BACKEND, "--batch-sizes", 16, "--rounds", 1,
+                     "--profile-steps", 3, "--threads", 1, "--json", tmp_path / "p.json")
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads((tmp_path / "p.json").read_text())
+    rows = {r["loop"]: r for r in result["rows"]}
+    assert set(rows) == {"reference", "native"} and rows["native"]["backend"] == BACKEND, rows
+    for r in rows.values():
+        assert set(r["ms_per_step"]) == set(loop.PHASES) and r["step_ms"] > 0, r
+    assert f"| 16 | {BACKEND} native |" in out.stdout and "| 16 | plain PyTorch (reference) |" in out.stdout

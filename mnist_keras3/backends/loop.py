@@ -6,7 +6,12 @@ One contract, one module per backend (backends/<name>/loop.py), and one name in 
 - `Trainer(model, x, y)`: holds the training arrays on the device and the compiled step(s);
   `run(batches) -> (loss_sum, correct, seen)` trains on a (k, batch) array of sample indices,
   one optimizer step per row; `sync()` writes whatever it holds outside the Keras variables back
-  into them (jax keeps the state as arrays between calls), before validation and checkpoints.
+  into them (jax keeps the state as arrays between calls), before validation and checkpoints;
+  `profile(batches) -> {phase: seconds per step}` for PHASES (forward, backward, optimizer, host),
+  what `python -m mnist_keras3.bench --profile` prints. A compiled loop (jax, tensorflow) cannot be
+  stopped between phases, so there the forward, the forward with its gradients and run() are timed
+  as programs of their own, the phases are their differences, and "optimizer" includes what little
+  host work a call of many steps has.
 
 `fit(backend, model, train_data, val_data, cfg, callbacks=(), initial_epoch=0, steps_per_epoch=None,
 verbose=0)` below trains with that backend's Trainer -> history dict {accuracy, loss, val_accuracy,
@@ -31,6 +36,7 @@ import math
 import numpy as np
 
 STEPS_PER_CALL = 100  # optimizer steps per compiled call (jax, tensorflow): fewer host round trips
+PHASES = ("forward", "backward", "optimizer", "host")  # Trainer.profile's keys
 
 
 def get(backend):
@@ -138,3 +144,25 @@ def choose(cfg):
         raise UsageError(f"Expected settings the native loop supports for --loop native. Received: {reason}. "
                          "Use --loop fit (or auto, which picks fit here).")
     return ("fit", reason) if reason else ("native", None)
+
+
+def timed(fn, *args, repeats=3):
+    """The median wall seconds of fn(*args) over `repeats` calls, after one untimed call (compiling)."""
+    import statistics
+    import time
+
+    fn(*args)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn(*args)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def split(batches, forward, with_grads, whole):
+    """Per-step phases from the seconds of three programs over the same k batches: the forward
+    only, the forward and its gradients, and the whole run() (tensorflow, jax)."""
+    k = len(batches)
+    return {"forward": forward / k, "backward": max(0.0, with_grads - forward) / k,
+            "optimizer": max(0.0, whole - with_grads) / k, "host": 0.0}

@@ -72,6 +72,11 @@ def parse_args(argv=None):
     p.add_argument("--recipe", metavar="TOML", help="instead of the speed benchmark, time a config file's "
                    "recipe to 99.0%% and 99.5%% test accuracy under each backend, beside the plain PyTorch "
                    "reference and --peer, e.g. configs/fast.toml (default: none)")
+    p.add_argument("--profile", action="store_true", help="instead of the speed benchmark, split each backend's "
+                   "native loop step (and the reference's) into forward, backward, optimizer and host time "
+                   "(ms per step), at each --batch-sizes, median of --rounds groups of --profile-steps steps")
+    p.add_argument("--profile-steps", type=int, default=100,
+                   help="--profile: steps per profiled group (default: %(default)s)")
     p.add_argument("--seeds", type=int, default=1,
                    help="--recipe: run every job at seeds 1..N (default: %(default)s)")
     p.add_argument("--peer-seeds", type=int, help="--recipe: run the peer at seeds 1..K only, K <= --seeds "
@@ -398,6 +403,41 @@ def run_recipes(args, names, info):
     return table, result
 
 
+def run_profiles(args, jobs, info):
+    """--profile: each backend's native loop (the loop `auto` picks for the tutorial run) and the
+    reference, split into phases; (markdown table, result dict)."""
+    rows = []
+    for job in jobs:
+        if job["loop"] not in ("reference", "native"):
+            continue
+        r = run_job({**job, "mode": "profile", "steps": args.profile_steps, "rounds": args.rounds}, args)
+        rows.append(r)
+        print(f"profile batch {job['batch_size']:>4} {job['backend']:>10} {job['loop']:>9}: "
+              f"{r.get('ms_per_step', r.get('error'))}", flush=True)
+    info["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    ref = {r["batch_size"]: r["step_ms"] for r in rows if r["loop"] == "reference" and "error" not in r}
+    out = [f"CPU: {info['cpu']}, {info['cores']} cores | threads per job: {args.threads or 'framework default'} | "
+           f"median of {args.rounds} groups of {args.profile_steps} steps | load average "
+           f"{info['load_average_start']} -> {info['load_average_end']}", "",
+           "| batch | loop | forward | backward | optimizer | host | step (ms) | x plain PyTorch |",
+           "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        name = "plain PyTorch (reference)" if r["loop"] == "reference" else f"{r['backend']} native"
+        if "error" in r:
+            out.append(f"| {r['batch_size']} | {name} | error: {r['error']} | | | | | |")
+            continue
+        r["ratio"] = round(ref[r["batch_size"]] / r["step_ms"], 2) if r["batch_size"] in ref else None
+        ms = r["ms_per_step"]
+        out.append(f"| {r['batch_size']} | {name} | " + " | ".join(f"{ms[k]:.3f}" for k in
+                   ("forward", "backward", "optimizer", "host")) + f" | {r['step_ms']:.3f} | {_ratio(r['ratio'])} |")
+    out += ["", "Phases of the compiled loops (jax, tensorflow) are differences of whole programs (forward; "
+            "forward and gradients; the step): their optimizer column includes the little host work of a call."]
+    table = "\n".join(out)
+    return table, {"benchmark": "profile", "command": command_line(args), "machine": info,
+                   "settings": {k: v for k, v in vars(args).items() if k not in ("worker", "argv")},
+                   "rows": rows, "markdown": table}
+
+
 def command_line(args):
     return "python -m mnist_keras3.bench " + shlex.join(args.argv)
 
@@ -410,7 +450,7 @@ def main(argv=None):
 
         print(json.dumps(work(json.loads(args.worker))))
         return 0
-    for key in ("epochs", "rounds", "tta_max_epochs", "tta_batch_size", "seeds"):
+    for key in ("epochs", "rounds", "tta_max_epochs", "tta_batch_size", "seeds", "profile_steps"):
         if getattr(args, key) < 1:
             raise UsageError(f"Invalid value for --{key.replace('_', '-')}: {getattr(args, key)} (expected >= 1)")
     if args.peer_seeds is not None and not 1 <= args.peer_seeds <= args.seeds:
@@ -423,6 +463,11 @@ def main(argv=None):
     info = machine()
     if args.recipe:
         table, result = run_recipes(args, names, info)
+        print("\n" + table)
+        write_results(args.json, result)
+        return 0
+    if args.profile:
+        table, result = run_profiles(args, jobs, info)
         print("\n" + table)
         write_results(args.json, result)
         return 0

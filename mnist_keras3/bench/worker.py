@@ -62,6 +62,8 @@ def _keras(spec, train, test):
 
     if spec["mode"] == "recipe":
         return _keras_recipe(spec, keras, train, test)
+    if spec["mode"] == "profile":
+        return _keras_profile(spec, train)
     epochs, steps = _epochs_and_steps(spec, len(train[0]))
     cfg = TrainConfig(backend=spec["backend"], epochs=epochs, batch_size=spec["batch_size"], loop=spec["loop"],
                       max_steps_per_epoch=steps, threads=spec["threads"]).validate()
@@ -81,6 +83,38 @@ def _keras(spec, train, test):
     return {"device": info["device"], "versions": info,
             **_speed_or_tta(spec, timer.train_seconds, timer.cpu_seconds,
                             steps_samples(steps, cfg.batch_size, len(train[0])), accuracies)}
+
+
+def _keras_profile(spec, train):
+    """The native loop's step split into phases (Trainer.profile): one warm-up call on the first
+    batches (tracing, compiling), then `rounds` profiles of the next `calls` calls' batches, the
+    median of each phase."""
+    from ..backends import loop
+    from ..config import TrainConfig
+    from ..training import build_compiled, training_view
+
+    cfg = TrainConfig(backend=spec["backend"], batch_size=spec["batch_size"], threads=spec["threads"]).validate()
+    view = training_view(build_compiled(cfg), cfg)
+    trainer = loop.get(cfg.backend).Trainer(view, *train)
+    batches = _profile_batches(spec, len(train[0]))
+    trainer.run(batches[0])
+    profiles = [trainer.profile(b) for b in batches[1:]]
+    info = backends.describe(spec["backend"])
+    return {"device": info["device"], "versions": info, **_median_phases(profiles)}
+
+
+def _profile_batches(spec, n):
+    """1 + rounds groups of `steps` batches of sample indices, each (steps, B), from one permutation."""
+    bs, steps = spec["batch_size"], spec["steps"]
+    order = np.random.default_rng(0).permutation(n)[: (1 + spec["rounds"]) * steps * bs]
+    return order.reshape(1 + spec["rounds"], steps, bs)
+
+
+def _median_phases(profiles):
+    import statistics
+
+    phases = {k: round(statistics.median(p[k] for p in profiles) * 1e3, 4) for k in profiles[0]}  # ms per step
+    return {"ms_per_step": phases, "step_ms": round(sum(phases.values()), 4)}
 
 
 def _keras_recipe(spec, keras, train, test):
@@ -148,13 +182,11 @@ def _reference(spec, train, test):
     if spec["mode"] == "recipe":
         return _reference_recipe(spec, train, test)
     device = _torch_setup(spec, 42)
+    if spec["mode"] == "profile":
+        return _reference_profile(spec, train, device)
     x, y = _to_tensors(*train, device)
     x_test, y_test = _to_tensors(*test, device)
-    model = nn.Sequential(
-        nn.Conv2d(1, 4, 3), nn.ReLU(), nn.MaxPool2d(2),  # (N, 4, 13, 13)
-        nn.Conv2d(4, 4, 3), nn.ReLU(), nn.MaxPool2d(2),  # (N, 4, 5, 5)
-        nn.Flatten(), nn.Linear(100, 10),                # (N, 10) logits
-    ).to(device)
+    model = _tutorial_torch().to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss_fn = nn.CrossEntropyLoss()
     bs = spec["batch_size"]
@@ -180,6 +212,52 @@ def _reference(spec, train, test):
                 break
     return {"device": _torch_device_name(device), "versions": {"torch": torch.__version__},
             **_speed_or_tta(spec, seconds, cpu_seconds, steps_samples(steps, bs, len(x)), accuracies)}
+
+
+def _tutorial_torch():
+    from torch import nn
+
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3), nn.ReLU(), nn.MaxPool2d(2),  # (N, 4, 13, 13)
+        nn.Conv2d(4, 4, 3), nn.ReLU(), nn.MaxPool2d(2),  # (N, 4, 5, 5)
+        nn.Flatten(), nn.Linear(100, 10),                # (N, 10) logits
+    )
+
+
+def _reference_profile(spec, train, device):
+    """The reference loop's step in the phases of Trainer.profile, a clock read between them."""
+    import torch
+    from torch import nn
+
+    x, y = _to_tensors(*train, device)
+    model = _tutorial_torch().to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loss_fn = nn.CrossEntropyLoss()
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    profiles = []
+    for group in _profile_batches(spec, len(x)):
+        phases = dict.fromkeys(("forward", "backward", "optimizer", "host"), 0.0)
+        last = [time.perf_counter()]
+
+        def mark(name, phases=phases, last=last):
+            sync()
+            now = time.perf_counter()
+            phases[name] += now - last[0]
+            last[0] = now
+
+        for b in torch.from_numpy(group).to(device):
+            xb, yb = x[b], y[b]
+            optimizer.zero_grad()
+            mark("host")
+            loss = loss_fn(model(xb), yb)
+            mark("forward")
+            loss.backward()
+            mark("backward")
+            optimizer.step()
+            mark("optimizer")
+        profiles.append({k: v / len(group) for k, v in phases.items()})
+    return {"device": _torch_device_name(device), "versions": {"torch": torch.__version__},
+            **_median_phases(profiles[1:])}  # the first group warms up
 
 
 def _torch_setup(spec, seed):

@@ -7,7 +7,7 @@ has its small convolutions and max pools swapped for faster equivalent kernels (
 import jax
 import jax.numpy as jnp
 
-from ..loop import check_compiled
+from ..loop import check_compiled, split, timed
 from . import kernels
 
 
@@ -56,7 +56,7 @@ class Trainer:
         # the step, else one jitted step per batch. State and sums are donated: updated in place.
         self._step = jax.jit(step, donate_argnums=(0, 1))
         self._steps = jax.jit(steps, donate_argnums=(0, 1))
-        self._grad_fn, self.scan = grad_fn, None
+        self._loss_fn, self._grad_fn, self.scan = loss_and_updates, grad_fn, None
         self.state = self._read_state()
 
     def _read_state(self):
@@ -66,18 +66,47 @@ class Trainer:
         return tuple([jnp.array(v.value) for v in vs]
                      for vs in (m.trainable_variables, m.non_trainable_variables, o.variables))
 
-    def run(self, batches):
-        sums = (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32))
+    def _choose(self, batches):
         if self.scan is None:  # decided once, on the traced step
             b = batches[0]
             program = jax.make_jaxpr(self._grad_fn)(*self.state[:2], self.x[b], self.y[b])
             self.scan = not kernels.has_primitive(program.jaxpr, "conv_general_dilated")
+
+    def run(self, batches):
+        sums = (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32))
+        self._choose(batches)
         if self.scan:
             self.state, sums = self._steps(self.state, sums, self.x, self.y, jnp.asarray(batches))
         else:
             for b in batches:  # asynchronous dispatch: the host runs ahead until float() below
                 self.state, sums = self._step(self.state, sums, self.x, self.y, b)
         return float(sums[0]), int(sums[1]), int(batches.size)
+
+    def profile(self, batches):
+        """Seconds per step of each phase (backends/loop.py): the forward alone, the forward with
+        its gradients (summed, so that XLA keeps them), each stepped as run() steps (one scan, or
+        one call per batch), and run() itself. It trains on the batches."""
+        self._choose(batches)
+        x, y = self.x, self.y
+
+        def forward(tr, ntr, b):
+            return self._loss_fn(tr, ntr, x[b], y[b])[0]
+
+        def with_grads(tr, ntr, b):
+            (loss, _), grads = self._grad_fn(tr, ntr, x[b], y[b])
+            return loss + sum(jnp.sum(g) for g in grads)
+
+        def program(fn):  # the weights are arguments: as closure constants XLA might fold them
+            state = self.state[:2]
+            if self.scan:
+                scanned = jax.jit(lambda tr, ntr, bs: jax.lax.scan(
+                    lambda c, b: (c + fn(tr, ntr, b), None), jnp.float32(0), bs)[0])
+                return lambda: scanned(*state, jnp.asarray(batches)).block_until_ready()
+            one = jax.jit(fn)
+            return lambda: sum(one(*state, b) for b in batches).block_until_ready()
+
+        seconds = [timed(program(forward)), timed(program(with_grads)), timed(self.run, batches)]
+        return split(batches, *seconds)
 
     def sync(self):
         """Write the state back into the Keras variables (for evaluate, checkpoints, saving)."""

@@ -7,7 +7,7 @@ and its max-pool gradient were 2-3x slower than TensorFlow's own (docs/speed.md)
 
 import tensorflow as tf
 
-from ..loop import check_compiled
+from ..loop import check_compiled, split, timed
 
 
 def private_api_problem():
@@ -47,9 +47,34 @@ class Trainer:
 
         self._call = call
 
+        def program(with_grads):  # the loop above without (part of) the step, for profile()
+            @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32)],
+                         jit_compile=bool(tf.config.list_physical_devices("GPU")))
+            def part(batches):
+                total = tf.constant(0.0)
+                for i in tf.range(tf.shape(batches)[0]):
+                    b = batches[i]
+                    xb, yb = tf.gather(x_all, b), tf.gather(y_all, b)
+                    with tf.GradientTape() as tape:
+                        loss = tf.reduce_mean(loss_fn(yb, model(xb, training=True)))
+                    if with_grads:  # summed, so that the graph keeps them
+                        loss += tf.add_n([tf.reduce_sum(g) for g in tape.gradient(loss, variables)])
+                    total += loss
+                return total
+            return part
+
+        self._parts = program(False), program(True)
+
     def run(self, batches):
         loss_sum, hits = self._call(tf.constant(batches, tf.int32))
         return float(loss_sum), int(hits), int(batches.size)
+
+    def profile(self, batches):
+        """Seconds per step of each phase (backends/loop.py): the graph loop with the forward
+        alone, with the forward and its gradients, and run() itself. It trains on the batches."""
+        b = tf.constant(batches, tf.int32)
+        seconds = [timed(lambda fn=fn: fn(b).numpy()) for fn in self._parts] + [timed(self.run, batches)]
+        return split(batches, *seconds)
 
     def sync(self):
         pass  # the graph updated the Keras variables themselves

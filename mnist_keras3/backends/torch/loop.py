@@ -4,12 +4,30 @@ directly, skipping Keras's per-layer Python call path (most of `fit`'s cost on t
 Keras's plain Adam runs as one fused torch kernel on the Keras optimizer's own variables."""
 
 import math
+import time
 import warnings
 
 import numpy as np
 import torch
 
-from ..loop import check_compiled
+from ..loop import PHASES, check_compiled
+
+
+class _Clock:
+    """Adds the seconds since the previous mark to phases[name] (nothing when phases is None)."""
+
+    def __init__(self, phases, device):
+        self.phases, self.sync = phases, torch.cuda.synchronize if device.type == "cuda" else None
+        self.last = time.perf_counter()
+
+    def mark(self, name):
+        if self.phases is None:
+            return
+        if self.sync:
+            self.sync()
+        now = time.perf_counter()
+        self.phases[name] += now - self.last
+        self.last = now
 
 
 def private_api_problem():
@@ -138,7 +156,9 @@ class Trainer:
             self.steps[n] = fn
         return self.steps[n]
 
-    def run(self, batches):
+    def run(self, batches, phases=None):
+        """Train on (k, B) indices; with a `phases` dict, add each phase's seconds to it (profile())."""
+        clock = _Clock(phases, self.device)
         idx = torch.from_numpy(np.ascontiguousarray(batches)).to(self.device)  # (k, B)
         params = [v.value for v in self.variables]
         loss_sum = torch.zeros((), device=self.device)
@@ -147,8 +167,12 @@ class Trainer:
             xb, yb = self.x.index_select(0, b), self.y.index_select(0, b)  # (B, 28, 28, 1), (B, 10)
             for p in params:
                 p.grad = None
-            loss, h = self._step_fn(xb, yb)(xb, yb)
+            step = self._step_fn(xb, yb)
+            clock.mark("host")
+            loss, h = step(xb, yb)
+            clock.mark("forward")
             loss.backward()
+            clock.mark("backward")
             for t in self.state:
                 t.detach_()
             with torch.no_grad():
@@ -156,9 +180,21 @@ class Trainer:
                     self.fused.apply([p.grad for p in params])
                 else:
                     self.optimizer.apply([p.grad for p in params], self.variables)
+                clock.mark("optimizer")
                 loss_sum += loss.detach() * len(b)
                 hits += h
-        return float(loss_sum), int(hits), int(idx.numel())
+        result = float(loss_sum), int(hits), int(idx.numel())
+        clock.mark("host")
+        return result
+
+    def profile(self, batches):
+        """Seconds per step of each phase of run() on these (k, B) batches (it trains on them):
+        forward (the traced graph), backward (autograd), optimizer, host (the batch gather, the
+        bookkeeping, Python), with a clock read between phases: kernels on the CPU run
+        synchronously, and a GPU is synchronized at each reading."""
+        phases = dict.fromkeys(PHASES, 0.0)
+        self.run(batches, phases)
+        return {k: v / len(batches) for k, v in phases.items()}
 
     def sync(self):
         pass  # the Keras variables are the tensors this loop updated
