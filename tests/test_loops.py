@@ -22,6 +22,9 @@ def test_epoch_batches_cover_the_permutation_like_fit():
     assert head.shape == (2, 4) and tail is None and list(head.ravel()) == list(order[:8])
     chunks = list(loop.calls(np.zeros((250, 4), int), tail, per_call=100))
     assert [len(c) for c in chunks] == [100, 100, 50]
+    # By default every call of an epoch has one shape (jax compiles one program per shape).
+    assert [loop.steps_per_call(n) for n in (234, 1875, 468, 467, 20)] == [78, 75, 78, 100, 100]
+    assert [len(c) for c in loop.calls(np.zeros((234, 4), int), None)] == [78, 78, 78]
 
 
 @pytest.mark.parametrize("text,match", [

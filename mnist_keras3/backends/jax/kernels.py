@@ -25,7 +25,10 @@ try:  # jaxpr internals: a jax without them turns the native loop off (internals
 except ImportError:
     Literal = None
 
-MAX_CONV_CHANNELS = 16  # in x out channels up to which the swap was measured faster (tutorial: 4, 16)
+# in x out channels up to which the swap was measured faster: the tutorial's 4 and 16, and the
+# recipes' 16 x 32 (fast), 32 x 64 (shift-cnn, kerasio-convnet), whose XLA input and kernel
+# gradients took 20-30 ms of a 35-60 ms step (docs/speed.md). Wider ones: not measured.
+MAX_CONV_CHANNELS = 4096
 NHWC = ((0, 3, 1, 2), (3, 2, 0, 1), (0, 3, 1, 2))  # lhs/rhs/out specs of NHWC x HWIO -> NHWC
 
 
