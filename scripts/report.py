@@ -144,6 +144,21 @@ def cpu_ratio_runs_table(runs):
 
 # (markdown file, marker name, JSON file or tuple of JSON files, renderer); paths from the repo root.
 # A renderer gets the loaded JSON (a list of them for a tuple) and returns the table's lines.
+def profile_table(data):
+    """`python -m mnist_keras3.bench --profile`: ms per step of each phase, per batch size and loop."""
+    out = ["| batch | loop | forward | backward | optimizer | host | step (ms) | x plain PyTorch |",
+           "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in data["rows"]:
+        name = "plain PyTorch (reference)" if r["loop"] == "reference" else f"{r['backend']} native"
+        if "error" in r:
+            out.append(f"| {r['batch_size']} | {name} | error: {r['error']} | | | | | |")
+            continue
+        ms = r["ms_per_step"]
+        phases = " | ".join(f"{ms[k]:.3f}" for k in ("forward", "backward", "optimizer", "host"))
+        out.append(f"| {r['batch_size']} | {name} | {phases} | {r['step_ms']:.3f} | {_ratio(r.get('ratio'))} |")
+    return out
+
+
 TABLES = [
     ("docs/speed.md", "speed-quiet", "docs/benchmarks/2cpu-quiet-default-threads.json", speed_table),
     ("docs/speed.md", "tta-quiet", "docs/benchmarks/2cpu-quiet-default-threads.json", tta_table),
@@ -155,7 +170,10 @@ TABLES = [
     ("docs/speed.md", "recipe-strong", "docs/benchmarks/strong-recipe-3seeds-2cpu.json", recipe_table),
     ("README.md", "readme-recipe-strong", "docs/benchmarks/strong-recipe-3seeds-2cpu.json", recipe_table),
     ("README.md", "readme-recipe-fast", "docs/benchmarks/fast-recipe-3seeds-2cpu.json", recipe_table),
-    ("README.md", "readme-loops", "docs/benchmarks/loops-2cpu-default-threads.json", speed_table),
+    ("README.md", "readme-loops", "docs/benchmarks/loops-native-2cpu-2026-11-30b.json", speed_table),
+    ("docs/speed.md", "loops-native-b", "docs/benchmarks/loops-native-2cpu-2026-11-30b.json", speed_table),
+    ("docs/speed.md", "profile", "docs/benchmarks/profile-2cpu.json", profile_table),
+    ("docs/speed.md", "profile-fast", "docs/benchmarks/profile-fast-2cpu.json", profile_table),
 ]
 
 # ---------------------------------------------------------------- markers

@@ -8,6 +8,7 @@ EXPECTED = {  # name: (total, trainable)
     "strong-noaug": (141994, 141418),
     "fast": (109066, 108970),
     "shift-cnn": (432810, 432106),
+    "shift-cnn-deep": (322474, 321642),
     "kerasio-convnet": (34826, 34826),  # keras-io's examples/vision/mnist_convnet.py says 34,826
 }
 
@@ -34,8 +35,8 @@ def test_registry_rejects_unknown_names(keras):
     from mnist_keras3 import models
     from mnist_keras3.errors import UsageError
 
-    expected = ("Expected a model among fast, kerasio-convnet, shift-cnn, strong, strong-noaug, tutorial, "
-                "tutorial-bn. Received: model='lenet'")
+    expected = ("Expected a model among fast, kerasio-convnet, shift-cnn, shift-cnn-deep, strong, strong-noaug, "
+                "tutorial, tutorial-bn. Received: model='lenet'")
     with pytest.raises(UsageError, match=expected):
         models.build_model("lenet")
 

@@ -75,6 +75,8 @@ def parse_args(argv=None):
     p.add_argument("--profile", action="store_true", help="instead of the speed benchmark, split each backend's "
                    "native loop step (and the reference's) into forward, backward, optimizer and host time "
                    "(ms per step), at each --batch-sizes, median of --rounds groups of --profile-steps steps")
+    p.add_argument("--model", default="tutorial", help="--profile: the registered model to profile; the "
+                   "reference runs its plain PyTorch version (default: %(default)s)")
     p.add_argument("--profile-steps", type=int, default=100,
                    help="--profile: steps per profiled group (default: %(default)s)")
     p.add_argument("--seeds", type=int, default=1,
@@ -410,13 +412,15 @@ def run_profiles(args, jobs, info):
     for job in jobs:
         if job["loop"] not in ("reference", "native"):
             continue
-        r = run_job({**job, "mode": "profile", "steps": args.profile_steps, "rounds": args.rounds}, args)
+        r = run_job({**job, "mode": "profile", "model": args.model, "steps": args.profile_steps,
+                     "rounds": args.rounds}, args)
         rows.append(r)
         print(f"profile batch {job['batch_size']:>4} {job['backend']:>10} {job['loop']:>9}: "
               f"{r.get('ms_per_step', r.get('error'))}", flush=True)
     info["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     ref = {r["batch_size"]: r["step_ms"] for r in rows if r["loop"] == "reference" and "error" not in r}
-    out = [f"CPU: {info['cpu']}, {info['cores']} cores | threads per job: {args.threads or 'framework default'} | "
+    out = [f"Model {args.model} | CPU: {info['cpu']}, {info['cores']} cores | threads per job: "
+           f"{args.threads or 'framework default'} | "
            f"median of {args.rounds} groups of {args.profile_steps} steps | load average "
            f"{info['load_average_start']} -> {info['load_average_end']}", "",
            "| batch | loop | forward | backward | optimizer | host | step (ms) | x plain PyTorch |",

@@ -93,7 +93,8 @@ def _keras_profile(spec, train):
     from ..config import TrainConfig
     from ..training import build_compiled, training_view
 
-    cfg = TrainConfig(backend=spec["backend"], batch_size=spec["batch_size"], threads=spec["threads"]).validate()
+    cfg = TrainConfig(backend=spec["backend"], model=spec.get("model", "tutorial"), batch_size=spec["batch_size"],
+                      threads=spec["threads"]).validate()
     view = training_view(build_compiled(cfg), cfg)
     trainer = loop.get(cfg.backend).Trainer(view, *train)
     batches = _profile_batches(spec, len(train[0]))
@@ -230,7 +231,11 @@ def _reference_profile(spec, train, device):
     from torch import nn
 
     x, y = _to_tensors(*train, device)
-    model = _tutorial_torch().to(device)
+    name = spec.get("model", "tutorial")
+    if name != "tutorial" and name not in REFERENCE_MODELS:
+        raise ValueError(f"model {name!r} has no plain PyTorch version in the bench (it has tutorial, "
+                         f"{', '.join(REFERENCE_MODELS)})")
+    model = (_tutorial_torch() if name == "tutorial" else REFERENCE_MODELS[name][0]()).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss_fn = nn.CrossEntropyLoss()
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
