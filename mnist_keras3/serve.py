@@ -45,7 +45,11 @@ def bind(host, port):
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
     except socket.gaierror as e:
         raise UsageError(f"Expected a host name or address to listen on. Received: host={host!r} ({e.strerror})") from e
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto IPPROTO_TCP, not the default 0: asyncio turns Nagle's algorithm off (TCP_NODELAY) only on
+    # connections accepted from a socket whose proto says TCP. With Nagle on, a keep-alive
+    # connection's response (headers, then body: two writes) met the client's delayed ACK and
+    # every request after the first waited ~40 ms (issue 16).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))

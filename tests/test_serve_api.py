@@ -219,3 +219,31 @@ def test_serve_cli_refuses_a_busy_port_and_a_missing_model_in_one_line(model_pat
     done = run_module("serve", tmp_path / "nope.keras", "--port", 0, timeout=120)
     errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
     assert done.returncode == 2 and len(errors) == 1 and "Model file not found" in errors[0], done.stderr
+
+
+def test_connections_accepted_by_serve_have_nagle_off():
+    """serve.bind's socket says TCP in its proto, so asyncio sets TCP_NODELAY on every connection it
+    accepts from it (it skips sockets made with proto 0): without it a keep-alive connection's
+    response, written as headers then body, waited ~40 ms for the client's delayed ACK."""
+    import asyncio
+    import socket
+
+    from mnist_keras3.serve import bind
+
+    async def main():
+        seen = asyncio.get_running_loop().create_future()
+
+        async def handle(reader, writer):
+            sock = writer.get_extra_info("socket")
+            seen.set_result(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            writer.close()
+
+        listener = bind("127.0.0.1", 0)
+        server = await asyncio.start_server(handle, sock=listener)
+        async with server:
+            _, writer = await asyncio.open_connection("127.0.0.1", listener.getsockname()[1])
+            nodelay = await asyncio.wait_for(seen, 10)
+            writer.close()
+        return nodelay
+
+    assert asyncio.run(main()) != 0
