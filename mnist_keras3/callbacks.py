@@ -121,9 +121,17 @@ class StopOnSignal(keras.callbacks.Callback):
         return self
 
     def __exit__(self, *exc):
+        # After a signal stopped training the process only reports what is saved and exits: a
+        # further Ctrl-C then has nothing to stop, and with the previous (default) handler back it
+        # would cut that report short with a KeyboardInterrupt. So it is ignored from here on
+        # (restore() puts the previous handlers back, for a caller that carries on).
+        for sig, handler in self._previous.items():
+            signal.signal(sig, signal.SIG_IGN if self.signal_name else handler)
+        return False
+
+    def restore(self):
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
-        return False
 
     def _handle(self, signum, frame):
         if self.signal_name:
