@@ -41,7 +41,7 @@ def pytest_collection_modifyitems(config, items):
     everything = len(backends.installed_backends()) == len(backends.BACKENDS)
     for item in items:
         if "once" in item.keywords and ONCE_ENV and ONCE_ENV != BACKEND:
-            item.add_marker(pytest.mark.skip(reason=f"never imports keras: runs once, in `tox -e {ONCE_ENV}`"))
+            item.add_marker(pytest.mark.skip(reason=f"the same under every backend: runs once, in `tox -e {ONCE_ENV}`"))
         if "cross" in item.keywords and not everything:
             item.add_marker(pytest.mark.skip(reason=CROSS_SKIP))
         for name in backends.BACKENDS:
