@@ -72,8 +72,9 @@ def validation_loss(model, x_val, y_val):
 
 def test_early_stopping_keeps_the_best_epoch_and_the_run_is_finished(cli, mnist_dir, tmp_path, keras):
     # An lr of 0.1 makes the tiny CNN stall near chance after the first steps, so val_loss stops
-    # improving within a few epochs (under torch: epoch 2 is worse than epoch 1).
-    out = cli("train", "--lr", 0.1, "--early-stopping", 1, "--epochs", 6, "--max-steps-per-epoch", 10,
+    # improving within a few epochs (under torch: epoch 2 is worse than epoch 1). Up to 15 epochs of 5
+    # steps: in one CI run under tensorflow val_loss improved 6 epochs running.
+    out = cli("train", "--lr", 0.1, "--early-stopping", 1, "--epochs", 15, "--max-steps-per-epoch", 5,
               "--batch-size", 64, "--validation-split", 0.1, "--output-dir", tmp_path, "--data-dir", mnist_dir)
     assert out.returncode == 0, out.stderr[-3000:]
     run = only_run(tmp_path)
@@ -82,7 +83,7 @@ def test_early_stopping_keeps_the_best_epoch_and_the_run_is_finished(cli, mnist_
     assert metrics["status"] == "early-stopped", (metrics["status"], val_losses)
     assert early["stopped_early"] is True and early["patience"] == 1
     done = early["epochs_completed"]
-    assert done == len(val_losses) < 6
+    assert done == len(val_losses) < 15
     best = min(range(done), key=val_losses.__getitem__)
     assert early["kept_epoch"] == best + 1 and early["kept_val_loss"] == val_losses[best]
     assert done == best + 2  # patience 1: stopped at the first epoch that did not improve
