@@ -72,6 +72,18 @@ def training_args(args, seed=None):
     return out
 
 
+def parse_init_models(text, registered=None):
+    """--init-models: model names, or [] for every registered model. The report's own process
+    may have no backend (tox's parity env), so the names are checked against the models the
+    reference worker recorded."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if registered is not None and n not in registered]
+    if unknown:
+        raise UsageError(f"Expected --init-models among {', '.join(sorted(registered))}. "
+                         f"Received: init_models={text!r}")
+    return names
+
+
 def parse_backends(text):
     names = [b.strip().lower() for b in text.split(",") if b.strip()]
     bad = [b for b in names if b not in backends.BACKENDS]
@@ -98,6 +110,9 @@ def parse_args(argv):
                         "one that made the worker result)")
     p.add_argument("--images", type=int, default=1000, help="test images for the numerics level (default: 1000)")
     p.add_argument("--grad-batch", type=int, default=128, help="batch for the loss and gradients (default: 128)")
+    p.add_argument("--init-models", default="",
+                   help="registered models (comma-separated) whose shared initial weights are compared at "
+                        "level 2 (default: every registered model)")
     p.add_argument("--prob-tolerance", type=float, default=1e-5,
                    help="max |difference| of probabilities (default: 1e-05)")
     p.add_argument("--rel-tolerance", type=float, default=1e-4,
@@ -110,6 +125,7 @@ def parse_args(argv):
     args = p.parse_args(argv)
     args.backends = parse_backends(args.backends)
     parse_seeds(args.seeds)
+    parse_init_models(args.init_models)
     if not 0 <= args.accuracy_floor < 1:
         raise UsageError(f"Expected --accuracy-floor as a fraction in [0, 1), 0 for none. "
                          f"Received: accuracy_floor={args.accuracy_floor}")
@@ -130,6 +146,7 @@ def parse_sub_args(command, argv):
         p.add_argument("--weights", required=True, help="the shared .weights.h5 for the numerics level")
         p.add_argument("--init-dir", help="a folder of <model>.weights.h5 (initial weights of every model) "
                                           "to compare too (default: none)")
+        p.add_argument("--init-models", default="", help="only these models of --init-dir (default: all)")
         p.add_argument("--images", type=int, default=1000, help="test images (default: 1000)")
         p.add_argument("--grad-batch", type=int, default=128, help="batch for loss and gradients (default: 128)")
         p.add_argument("--data-dir", help="folder with the MNIST files (default: MNIST_KERAS3_DATA, then the cache)")
@@ -176,7 +193,8 @@ def sub_main(command, argv):
         worker.worker(args.backend, args.output_dir, training_args(args), args.seed, sweep)
     else:
         worker.check(args.backend, args.output_dir, args.sources.split(","), args.weights,
-                            args.data_dir, args.images, args.grad_batch, args.init_dir)
+                            args.data_dir, args.images, args.grad_batch, args.init_dir,
+                     parse_init_models(args.init_models))
     return 0
 
 
@@ -286,10 +304,11 @@ def main(argv=None):
                      [*training_args(args), "--seeds", args.seeds, "--output-dir", str(out)])
         weights = out / names[0] / "model.weights.h5"  # the reference backend's trained weights
         init_dir = out / names[0] / "init"  # and its initial weights of every registered model
+        parse_init_models(args.init_models, runs.read_json(out / names[0] / "worker.json")["structure"])
         for b in names:
             run_step(pythons[b], "check", b, [*(["--init-dir", str(init_dir)] if init_dir.is_dir() else []),
                 "--sources", ",".join(names), "--weights", str(weights), "--images", str(args.images),
-                "--grad-batch", str(args.grad_batch), "--output-dir", str(out),
+                "--grad-batch", str(args.grad_batch), "--init-models", args.init_models, "--output-dir", str(out),
                 *(["--data-dir", args.data_dir] if args.data_dir else [])])
     checks, md, summary = compare(out, names, args)
     title = f"# Parity: {', '.join(names)} (reference {names[0]})\n\n"

@@ -117,9 +117,10 @@ def predict_classes(model_path, x):
     return np.asarray(model.predict(x, batch_size=1000, verbose=0)).argmax(1).astype(np.int8)  # (N,)
 
 
-def check(backend, out, sources, weights, data_dir=None, images=1000, batch=128, init_dir=None):
+def check(backend, out, sources, weights, data_dir=None, images=1000, batch=128, init_dir=None, only=()):
     """Phase 2 for one backend: numerics on the shared weights; every source's model.keras loaded;
-    numerics of every model in init_dir (<name>.weights.h5, from save_initial_weights)."""
+    numerics of every model in init_dir (<name>.weights.h5, from save_initial_weights), or of
+    those named in `only`."""
     out = Path(out)
     here = out / backend
     here.mkdir(parents=True, exist_ok=True)
@@ -141,6 +142,8 @@ def check(backend, out, sources, weights, data_dir=None, images=1000, batch=128,
     init_models = {}
     for path in sorted(Path(init_dir).glob("*.weights.h5")) if init_dir else ():
         name = path.name[: -len(".weights.h5")]
+        if only and name not in only:
+            continue
         got = numerics(name, path, x_test[:images], y_test[:images], batch)
         arrays.update({f"init/{name}/probs": got["probs"], f"init/{name}/loss": np.float64(got["loss"])})
         arrays.update({f"init/{name}/grad_{i}": g for i, g in enumerate(got["grads"])})
