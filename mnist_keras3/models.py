@@ -163,41 +163,40 @@ def fast(input_shape, num_classes):
     return keras.Model(inputs, _probabilities(x, num_classes), name="fast")
 
 
-@register("shift-cnn")
-def shift_cnn(input_shape, num_classes):
-    """The time-to-99.5% CNN (configs/strong.toml): random shifts of up to 2 pixels, two wider
-    conv-BN-ReLU-pool blocks without conv biases (BatchNorm's beta does that job), a BN'd dense
-    layer of 256 and dropout."""
+def _shift_cnn(input_shape, num_classes, blocks, name):
+    """Random shifts of up to 2 pixels, then conv-BN-ReLU blocks without conv biases (BatchNorm's
+    beta does that job), each `(filters, size, pool)`, then a BN'd dense layer of 256 and dropout.
+    Layer i of the blocks is conv{i}, bn{i}, relu{i}, pool{i}; the dense layer's BN and ReLU take
+    the next number. The names are the saved models' and the parity report's: keep them."""
     inputs = keras.Input(shape=input_shape, name="image")  # (N, 28, 28, 1)
     x = _standardised(inputs, shift=2)
-    for i, (filters, size) in enumerate(((32, 5), (64, 3)), 1):
+    for i, (filters, size, pool) in enumerate(blocks, 1):
         x = layers.Conv2D(filters, size, use_bias=False, name=f"conv{i}")(x)
         x = layers.ReLU(name=f"relu{i}")(layers.BatchNormalization(name=f"bn{i}")(x))
-        x = layers.MaxPooling2D(2, name=f"pool{i}")(x)     # (N, 12, 12, 32), then (N, 5, 5, 64)
-    x = layers.Flatten(name="flatten")(x)                   # (N, 1600)
+        if pool:
+            x = layers.MaxPooling2D(2, name=f"pool{i}")(x)
+    x = layers.Flatten(name="flatten")(x)
     x = layers.Dense(256, use_bias=False, name="dense")(x)
-    x = layers.ReLU(name="relu3")(layers.BatchNormalization(name="bn3")(x))
+    n = len(blocks) + 1
+    x = layers.ReLU(name=f"relu{n}")(layers.BatchNormalization(name=f"bn{n}")(x))
     x = layers.Dropout(0.25, name="dropout")(x)
-    return keras.Model(inputs, _probabilities(x, num_classes), name="shift_cnn")
+    return keras.Model(inputs, _probabilities(x, num_classes), name=name)
+
+
+@register("shift-cnn")
+def shift_cnn(input_shape, num_classes):
+    """The time-to-99.5% CNN (configs/strong.toml): two wider conv-BN-ReLU-pool blocks."""
+    # (N, 24, 24, 32) -> pool (N, 12, 12, 32); (N, 10, 10, 64) -> pool (N, 5, 5, 64); flatten 1600
+    return _shift_cnn(input_shape, num_classes, ((32, 5, True), (64, 3, True)), "shift_cnn")
 
 
 @register("shift-cnn-deep")
 def shift_cnn_deep(input_shape, num_classes):
     """The best-accuracy CNN (configs/best.toml): shift-cnn with a second 3x3 convolution in its
     second block, so the features before the dense layer see more of the digit (a 4x4 grid)."""
-    inputs = keras.Input(shape=input_shape, name="image")  # (N, 28, 28, 1)
-    x = _standardised(inputs, shift=2)
-    for i, (filters, size) in enumerate(((32, 5), (64, 3), (64, 3)), 1):
-        # (N, 24, 24, 32), then (N, 10, 10, 64), then (N, 8, 8, 64)
-        x = layers.Conv2D(filters, size, use_bias=False, name=f"conv{i}")(x)
-        x = layers.ReLU(name=f"relu{i}")(layers.BatchNormalization(name=f"bn{i}")(x))
-        if i != 2:
-            x = layers.MaxPooling2D(2, name=f"pool{i}")(x)  # (N, 12, 12, 32), then (N, 4, 4, 64)
-    x = layers.Flatten(name="flatten")(x)                   # (N, 1024)
-    x = layers.Dense(256, use_bias=False, name="dense")(x)
-    x = layers.ReLU(name="relu4")(layers.BatchNormalization(name="bn4")(x))
-    x = layers.Dropout(0.25, name="dropout")(x)
-    return keras.Model(inputs, _probabilities(x, num_classes), name="shift_cnn_deep")
+    # (N, 24, 24, 32) -> pool (N, 12, 12, 32); (N, 10, 10, 64); (N, 8, 8, 64) -> pool (N, 4, 4, 64);
+    # flatten 1024
+    return _shift_cnn(input_shape, num_classes, ((32, 5, True), (64, 3, False), (64, 3, True)), "shift_cnn_deep")
 
 
 @register("kerasio-convnet")
