@@ -63,7 +63,10 @@ class TrainConfig:
     threads: int = setting(0, "CPU threads for the backend's math, 0 for the framework's default")
     dataset: str = setting("mnist", f"one of {', '.join(DATASETS)}, or folder:PATH with one sub-folder "
                            "of images per class", True)
-    distribute: str = setting("none", f"one of {', '.join(DISTRIBUTIONS)}; data-parallel needs the jax backend")
+    distribute: str = setting("none", f"one of {', '.join(DISTRIBUTIONS)}: data-parallel on the backend's own "
+                              "engine (torch: run under torchrun; docs/distributed.md)")
+    devices: int = setting(0, "--distribute data-parallel over this many local devices (tensorflow, jax: "
+                           "logical CPU devices when there is no accelerator); 0 for every device found")
     tensorboard: bool = setting(False, "write TensorBoard logs to <run>/tensorboard")
     # Monitor a held-out split (validation_split > 0), not the test set.
     early_stopping: int = setting(0, "stop when val_loss has not improved for this many epochs and keep "
@@ -82,6 +85,7 @@ class TrainConfig:
             "max_steps_per_epoch": self.max_steps_per_epoch >= 0,
             "seed": self.seed >= 0,
             "threads": self.threads >= 0,
+            "devices": self.devices >= 0,
             "early_stopping": self.early_stopping >= 0,
             "beta_1": 0.0 <= self.beta_1 < 1.0,
             "beta_2": 0.0 <= self.beta_2 < 1.0,
@@ -97,6 +101,9 @@ class TrainConfig:
             if getattr(self, key) not in allowed:
                 raise UsageError(f"Expected {key} among {', '.join(allowed)}. "
                                  f"Received: {key}={getattr(self, key)!r}")
+        if self.devices and self.distribute == "none":
+            raise UsageError(f"Expected --distribute data-parallel with --devices. Received: devices={self.devices}, "
+                             "distribute='none'")
         if self.dataset not in DATASETS and not (self.dataset.startswith("folder:") and self.dataset[7:]):
             raise UsageError(f"Expected dataset among {', '.join(DATASETS)} or folder:PATH. "
                              f"Received: dataset={self.dataset!r}")
@@ -125,6 +132,7 @@ _RULES = {
     "max_steps_per_epoch": "expected an integer >= 0; 0 means no cap",
     "seed": "expected an integer >= 0",
     "threads": "expected an integer >= 0; 0 means the framework's default",
+    "devices": "expected an integer >= 0; 0 means every device found",
     "early_stopping": "expected an integer >= 0: epochs without improvement; 0 turns it off",
     "beta_1": "expected a number in [0, 1)",
     "beta_2": "expected a number in [0, 1)",

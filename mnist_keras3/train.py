@@ -13,6 +13,7 @@ folder (see runs.py). `--loop native` trains the same model with the backend's o
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import typing
 from pathlib import Path
@@ -88,7 +89,10 @@ def main(argv=None):
     if args.print_config:
         print(cfg.to_toml(), end="")
         return 0
-    backends.activate(cfg.backend, cfg.threads)
+    if "TORCHELASTIC_RUN_ID" in os.environ and cfg.distribute == "none":  # set by torchrun in each process
+        raise UsageError("Expected --distribute data-parallel under torchrun (each of its processes would "
+                         "otherwise train alone and write a run of its own). Received: distribute='none'")
+    backends.activate(cfg.backend, cfg.threads, cfg.devices, cfg.distribute)
     training.run(cfg, source, resume=args.resume)
     return 0
 

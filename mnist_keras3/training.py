@@ -7,7 +7,9 @@ after the backend is chosen (backends.activate).
 """
 
 import platform
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -154,10 +156,11 @@ def resume_state(run_dir, cfg):
     return initial_epoch, history, model
 
 
-def load_splits(cfg, distribution):
+def load_splits(cfg, parallel=None):
     """cfg.dataset and its splits: (dataset, train, validation, test), each split an (x, y) pair.
     Validation is the test set when cfg.validation_split is 0; with --distribute every split is
-    trimmed to a multiple of the devices."""
+    trimmed to a multiple of the devices, and where each process feeds its own shard (jax over
+    several processes) the splits are this process's shard (distribute.process_shard)."""
     from . import data, distribute
 
     ds = data.load(cfg.dataset, cfg.data_dir, cfg.seed)  # float32 (N, H, W, C), one-hot (N, K)
@@ -166,8 +169,9 @@ def load_splits(cfg, distribution):
     if val_data is None:
         val_data = test_data
     if cfg.distribute != "none":
-        split = distribute.trim_to_devices(distribution, train=train_data, val=val_data, test=test_data)
-        train_data, val_data, test_data = split["train"], split["val"], split["test"]
+        split = distribute.trim_to_devices(parallel.info, train=train_data, val=val_data, test=test_data)
+        train_data, val_data, test_data = (distribute.process_shard(parallel, split[k])
+                                           for k in ("train", "val", "test"))
     return ds, train_data, val_data, test_data
 
 
@@ -242,11 +246,30 @@ def run_metrics(cfg, info, ds, distribution, params, history, test_metrics, seco
 def run(cfg, source, resume=None):
     """One training run, as `python -m mnist_keras3.train` makes it once cfg.backend is active:
     data -> model (fresh, or the checkpoint of the run folder `resume`) -> fit -> test -> the run
-    folder (config.toml, checkpoints, model.keras, metrics.json, pictures). Returns the folder."""
-    from . import distribute, models, optimizers, plots  # need keras: only now
+    folder (config.toml, checkpoints, model.keras, metrics.json, pictures). Returns the folder.
+    With --distribute, on the backend's engine (distribute.py): rank 0 writes the run folder, the
+    other processes a temporary one that is removed at the end (they return None)."""
+    from . import distribute
+
+    cfg, parallel = distribute.setup(cfg)  # before anything touches a device
+    scratch = None
+    try:
+        with parallel.scope():
+            if parallel.rank:
+                scratch = Path(tempfile.mkdtemp(prefix=f"mnist-keras3-rank{parallel.rank}-"))
+            run_dir = _run(cfg, source, resume, parallel, scratch)
+    finally:
+        parallel.finish()
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+    return None if parallel.rank else run_dir
+
+
+def _run(cfg, source, resume, parallel, scratch):
+    from . import models, optimizers, plots  # need keras: only now
     from .backends import loop
 
-    distribution = distribute.setup(cfg)  # before anything touches a device
+    distribution = parallel.info
     info = backends.describe(cfg.backend)
     ran, why = loop.choose(cfg)
     info["loop"] = {"requested": cfg.loop, "ran": ran, "fallback_reason": why}
@@ -260,22 +283,27 @@ def run(cfg, source, resume=None):
         initial_epoch, history, model = resume_state(run_dir, cfg)
         print(f"resuming {run_dir} from epoch {initial_epoch}")
 
-    ds, train_data, val_data, (x_test, y_test) = load_splits(cfg, distribution)
+    ds, train_data, val_data, (x_test, y_test) = load_splits(cfg, parallel)
     print(f"data {ds.name}: {len(ds.x_train):,} train, {len(ds.x_test):,} test images of shape {ds.input_shape}, "
           f"{ds.num_classes} classes" + (f" | {distribution['type']} over {distribution['device_count']} devices"
                                          if cfg.distribute != "none" else ""))
+    # Where each process feeds its shard, it feeds its share of every batch too.
+    work = cfg.replace(batch_size=cfg.batch_size // parallel.processes,
+                       eval_batch_size=cfg.eval_batch_size // parallel.processes) if parallel.feeds_shard else cfg
     if model is None:
-        model = build_compiled(cfg, ds.input_shape, ds.num_classes,
-                               optimizers.steps_per_epoch(len(train_data[0]), cfg))
-        run_dir = runs.new_run_dir(cfg.output_dir, cfg.backend, cfg.model)
+        model = build_compiled(work, ds.input_shape, ds.num_classes,
+                               optimizers.steps_per_epoch(len(train_data[0]), work))
+        run_dir = runs.new_run_dir(cfg.output_dir, cfg.backend, cfg.model) if scratch is None else scratch
+    if scratch is not None:  # rank > 0: read the resumed run, write nothing there
+        run_dir = scratch
     runs.write_text(run_dir / "config.toml", cfg.to_toml())
     params = models.parameter_counts(model)
     print(f"model {cfg.model}: {params['total']:,} parameters ({params['trainable']:,} trainable) | run {run_dir}")
 
-    view = training_view(model, cfg)
+    view = training_view(model, work)
     started = time.time()
     try:
-        checkpoint, stopper, seconds, steps, early = train(model, cfg, train_data, val_data, run_dir,
+        checkpoint, stopper, seconds, steps, early = train(model, work, train_data, val_data, run_dir,
                                                            initial_epoch, history, view, dataset_record(ds, cfg))
     except KeyboardInterrupt:  # a second Ctrl-C: stopped at once, mid-batch
         stopper = None
@@ -283,7 +311,9 @@ def run(cfg, source, resume=None):
     history = checkpoint.history
     epochs_done, stopped_early = check_diverged(run_dir, cfg, history, early, info)
 
-    test_metrics = test(view, x_test, y_test, cfg)
+    test_metrics = test(view, x_test, y_test, work)
+    # Every rank goes on in step with rank 0, into its own folder: under jax over several processes
+    # each predict (the pictures) is a computation of all of them.
     runs.save_model(model, run_dir / "model.keras", dataset_record(ds, cfg))
     if early is not None:  # Keras restores the kept weights at the end, stopped early or not
         print(f"early stopping (patience {cfg.early_stopping}): " + (
@@ -291,10 +321,15 @@ def run(cfg, source, resume=None):
             "ran every epoch") + f"; the model keeps epoch {early.best_epoch + 1}'s weights "
             f"(val_loss {history['val_loss'][early.best_epoch]:.4f})")
     metrics = run_metrics(cfg, info, ds, distribution, params, history, test_metrics, seconds, steps,
-                          len(train_data[0]), initial_epoch, early, stopped_early, started, run_dir)
+                          len(train_data[0]) * (parallel.processes if parallel.feeds_shard else 1),
+                          initial_epoch, early, stopped_early, started, run_dir)
     runs.write_json(run_dir / "metrics.json", metrics)
-    # curves.png and samples.png
-    plots.write_run_pictures(run_dir, history, model, x_test, y_test, class_names=ds.class_names)
+    if parallel.feeds_shard:
+        # jax over several processes: Keras's predict cannot bring the batch-sharded predictions of
+        # the other processes back as numpy, so samples.png is left out; the curves need none.
+        plots.curves(history, run_dir / "curves.png", title=run_dir.name)
+    else:  # curves.png and samples.png
+        plots.write_run_pictures(run_dir, history, model, x_test, y_test, class_names=ds.class_names)
     print(f"test accuracy {test_metrics['accuracy']:.4f}, loss {test_metrics['loss']:.4f} | "
           f"{sum(seconds):.1f} s training, {metrics['train_samples_per_second']:,.0f} samples/s | {run_dir}")
     return run_dir

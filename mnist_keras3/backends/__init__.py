@@ -18,8 +18,11 @@ __init__.py (the contract):
 - loss_and_grads(model, x, y, from_logits=False) -> (loss, [gradient per trainable weight]): autodiff
   differs per backend
 - set_threads(n) -> None: use n CPU threads for the math (n > 0); call before the first op
-- data_parallel(cfg) -> (keras.distribution.Distribution, info dict for metrics.json), or a
-  UsageError naming the backend's own tool where Keras has no distribution engine for it
+- prepare_data_parallel(devices) -> None: what --distribute data-parallel needs before the
+  framework's first op: `devices` > 0 local devices (logical CPU devices where there is no
+  accelerator; a UsageError under torch, where torchrun decides), jax's multi-process start
+- data_parallel(cfg) -> distribute.Parallel: --distribute data-parallel on the backend's own engine
+  (torch DistributedDataParallel, tf.distribute, keras.distribution on jax), started
 
 Import only the package of the active backend (backend_module): importing one imports its framework.
 """
@@ -67,11 +70,12 @@ def resolve_backend(flag=None, config=None, environ=None):
     return found[0], "default (first installed)"
 
 
-def activate(name, threads=0):
+def activate(name, threads=0, devices=0, distribute="none"):
     """Set KERAS_BACKEND to `name` and import keras under it; return the keras module.
 
-    threads > 0 sizes the backend's CPU thread pools (before its first op, which is why it is
-    set here); 0 leaves the framework's default.
+    threads > 0 sizes the backend's CPU thread pools (0 leaves the framework's default); with
+    distribute "data-parallel", devices > 0 local devices (0: every device found) and what else
+    the backend's engine needs before its first op, which is why both are set here.
 
     Refuses a keras that was already imported under another backend: Keras reads the backend
     once, at its first import, so a late switch would silently train on the wrong one.
@@ -101,6 +105,8 @@ def activate(name, threads=0):
     mod = backend_module(name)
     if threads:  # first: jax fixes its thread pools when its client starts
         mod.set_threads(threads)
+    if distribute != "none":
+        mod.prepare_data_parallel(devices)
     mod.configure_numerics()
     return keras
 

@@ -13,6 +13,9 @@ One contract, one module per backend (backends/<name>/loop.py), and one name in 
   as programs of their own, the phases are their differences, and "optimizer" includes what little
   host work a call of many steps has.
 
+`DATA_PARALLEL`: whether the Trainer trains under --distribute data-parallel (torch: DDP wraps its
+step when torch.distributed's process group is up; the others leave it to Keras's fit).
+
 `fit(backend, model, train_data, val_data, cfg, callbacks=(), initial_epoch=0, steps_per_epoch=None,
 verbose=0)` below trains with that backend's Trainer -> history dict {accuracy, loss, val_accuracy,
 val_loss: [per epoch]}, like `fit`'s; verbose as in `fit` (Keras's own progress bar).
@@ -135,8 +138,8 @@ def unsupported(cfg):
     """Why the backend's native loop cannot train this run (None when it can): settings it does not
     cover, or a private framework API it relies on that this framework version lacks (each backend's
     loop.private_api_problem(); tests/test_auto_loop.py fails loudly when one goes missing)."""
-    if cfg.distribute != "none":
-        return f"the native loops do not run --distribute {cfg.distribute}; Keras's fit does"
+    if cfg.distribute != "none" and not get(cfg.backend).DATA_PARALLEL:
+        return f"the {cfg.backend} native loop does not run --distribute {cfg.distribute}; Keras's fit does"
     problem = get(cfg.backend).private_api_problem()
     return f"{problem}, so the native loop is off" if problem else None
 

@@ -10,6 +10,8 @@ import jax.numpy as jnp
 from ..loop import check_compiled, split, timed
 from . import kernels
 
+DATA_PARALLEL = False  # --distribute data-parallel: keras.distribution's DataParallel runs through fit
+
 
 def private_api_problem():
     """What the kernel rewrite (kernels.py) needs of jax's jaxpr internals, checked on a tiny program;

@@ -9,6 +9,8 @@ import tensorflow as tf
 
 from ..loop import check_compiled, split, timed
 
+DATA_PARALLEL = False  # --distribute data-parallel: MirroredStrategy runs through fit
+
 
 def private_api_problem():
     """None: this loop uses public tensorflow and Keras APIs only."""

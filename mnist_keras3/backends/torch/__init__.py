@@ -1,4 +1,7 @@
-"""torch backend: device query, numerics, and (not) data parallelism."""
+"""torch backend: device query, numerics, and data parallelism (DistributedDataParallel)."""
+
+import datetime
+import os
 
 import torch
 
@@ -56,8 +59,42 @@ def set_threads(n):
     torch.set_num_threads(n)
 
 
+def prepare_data_parallel(devices):
+    if devices:
+        raise UsageError(f"Expected no --devices under torch: torchrun starts one process per device "
+                         f"(--nproc-per-node). Received: devices={devices}")
+
+
+# How long a rank waits in a collective (DDP's gradient all-reduce, the epoch's figures) for the others:
+# a rank that died or hangs then stops the rest with an error instead of leaving them waiting forever.
+# torchrun itself stops the other ranks when one exits with an error; this is for the ranks it cannot see.
+TIMEOUT_SECONDS = float(os.environ.get("MNIST_KERAS3_DIST_TIMEOUT", 300))
+
+
 def data_parallel(cfg):
-    # keras.distribution has no torch implementation in Keras 3: say what to use instead.
-    raise UsageError(f"Expected backend jax for --distribute data-parallel (Keras's DataParallel runs on "
-                     f"jax). Received: backend={cfg.backend!r}. Use --backend jax, or for torch use "
-                     "torch DDP (torch.nn.parallel.DistributedDataParallel) launched with torchrun.")
+    """DistributedDataParallel across the processes torchrun started (WORLD_SIZE, RANK, LOCAL_RANK,
+    MASTER_ADDR/PORT in the environment): gloo on CPU, nccl with one GPU per process. Keras's fit
+    does not run under DDP, so the native loop trains (backends/torch/loop.py wraps its traced step);
+    every rank holds the data and takes its share of each global batch."""
+    import torch.distributed as dist
+
+    from ...distribute import Parallel
+    from .. import loop
+
+    info = {"type": "DistributedDataParallel", "engine": "DistributedDataParallel"}
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        alone = "not started by torchrun" if "WORLD_SIZE" not in os.environ else "torchrun started 1 process"
+        return Parallel({**info, "world_size": 1, "alone": alone})
+    if loop.choose(cfg)[0] != "native":
+        raise UsageError("Expected --loop native or auto for --distribute data-parallel under torch (DDP wraps "
+                         f"the native loop's step; Keras's fit does not run under DDP). Received: loop={cfg.loop!r}"
+                         + (f" ({loop.unsupported(cfg)})" if cfg.loop != "fit" else ""))
+    cuda = torch.cuda.is_available()
+    if cuda:  # Keras's torch backend puts tensors on "cuda", the current device: this rank's own
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group("nccl" if cuda else "gloo", timeout=datetime.timedelta(seconds=TIMEOUT_SECONDS))
+    rank = dist.get_rank()
+    info.update(world_size=dist.get_world_size(), processes=dist.get_world_size(),
+                process_group=dist.get_backend(), timeout_seconds=TIMEOUT_SECONDS)
+    return Parallel(info, rank=rank, processes=dist.get_world_size(), finish=dist.destroy_process_group)

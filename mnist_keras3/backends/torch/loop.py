@@ -12,6 +12,8 @@ import torch
 
 from ..loop import PHASES, check_compiled
 
+DATA_PARALLEL = True  # --distribute data-parallel: DDP wraps the traced step when the process group is up
+
 
 class _Clock:
     """Adds the seconds since the previous mark to phases[name] (nothing when phases is None)."""
@@ -142,6 +144,11 @@ class Trainer:
         self.traced = True
         self.fused = FusedKerasAdam(self.optimizer, self.variables) \
             if FusedKerasAdam.fits(self.optimizer, self.variables) else None
+        # --distribute data-parallel: the process group that torch/__init__.py's data_parallel made.
+        # Every rank draws the same permutation (same seed) and takes its share of each batch.
+        dist = torch.distributed
+        self.ddp = dist.is_available() and dist.is_initialized()
+        self.rank, self.world = (dist.get_rank(), dist.get_world_size()) if self.ddp else (0, 1)
 
     def _step_fn(self, xb, yb):
         n = xb.shape[0]
@@ -153,12 +160,19 @@ class Trainer:
                 drop_layout_copies(fn.graph)
             except Exception:  # a layer tracing cannot follow: run it eagerly, still correct
                 fn, self.traced = self.net, False
+            if self.ddp:
+                # DDP averages the gradients over the ranks during backward (its hooks on the Keras
+                # variables' tensors, which the traced graph shares); made on every rank for each new
+                # batch shape, in the same order, as its constructor is a collective. The Keras
+                # variables that do not train (BatchNorm's statistics, seed states) are sync()'s.
+                fn = torch.nn.parallel.DistributedDataParallel(fn)
             self.steps[n] = fn
         return self.steps[n]
 
     def run(self, batches, phases=None):
         """Train on (k, B) indices; with a `phases` dict, add each phase's seconds to it (profile())."""
         clock = _Clock(phases, self.device)
+        batches = np.asarray(batches)[:, self.rank::self.world]  # this rank's share: (k, B / world)
         idx = torch.from_numpy(np.ascontiguousarray(batches)).to(self.device)  # (k, B)
         params = [v.value for v in self.variables]
         loss_sum = torch.zeros((), device=self.device)
@@ -183,7 +197,12 @@ class Trainer:
                 clock.mark("optimizer")
                 loss_sum += loss.detach() * len(b)
                 hits += h
-        result = float(loss_sum), int(hits), int(idx.numel())
+        seen = torch.tensor(float(idx.numel()), device=self.device)
+        if self.ddp:  # the global batch's figures, as one process would have them
+            totals = torch.stack([loss_sum, hits.to(loss_sum.dtype), seen])
+            torch.distributed.all_reduce(totals)
+            loss_sum, hits, seen = totals
+        result = float(loss_sum), int(hits), int(seen)
         clock.mark("host")
         return result
 
@@ -197,4 +216,11 @@ class Trainer:
         return {k: v / len(batches) for k, v in phases.items()}
 
     def sync(self):
-        pass  # the Keras variables are the tensors this loop updated
+        """The Keras variables are the tensors this loop updated. Under DDP the ranks' gradients,
+        hence weights, agree, but BatchNorm's moving statistics are each rank's own: rank 0's go to
+        every rank (what DDP's broadcast_buffers does for torch's buffers; Keras keeps them as
+        parameters), so validation, early stopping and the checkpoint agree across ranks."""
+        if self.ddp:
+            with torch.no_grad():
+                for t in self.state:
+                    torch.distributed.broadcast(t, 0)
