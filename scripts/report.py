@@ -174,6 +174,8 @@ TABLES = [
     ("docs/speed.md", "loops-native-b", "docs/benchmarks/loops-native-2cpu-2026-11-30b.json", speed_table),
     ("docs/speed.md", "profile", "docs/benchmarks/profile-2cpu.json", profile_table),
     ("docs/speed.md", "profile-fast", "docs/benchmarks/profile-fast-2cpu.json", profile_table),
+    ("docs/speed.md", "recipe-best", "docs/benchmarks/best-recipe-3seeds-tf-2cpu.json", recipe_table),
+    ("README.md", "readme-recipe-best", "docs/benchmarks/best-recipe-3seeds-tf-2cpu.json", recipe_table),
 ]
 
 # ---------------------------------------------------------------- markers
