@@ -10,6 +10,7 @@ imported, binds the port (so a busy port fails fast, before the model loads), th
 
 import argparse
 import errno
+import signal
 import socket
 import sys
 
@@ -19,6 +20,14 @@ from .loading import check_model_file  # keras-free: it only looks at the file
 
 DEFAULT_PORT = 8000
 DEFAULT_MAX_UPLOAD_MB = 10.0
+DEFAULT_MAX_BATCH = 32
+DEFAULT_BATCH_WINDOW_MS = 2.0
+SWITCH_INTERVAL_S = 0.0005
+GRACEFUL_SHUTDOWN_S = 30  # SIGTERM or Ctrl-C: requests in flight get this long to finish
+
+
+class Stopped(Exception):
+    """SIGTERM arrived; raised once uvicorn has finished the requests in flight."""
 
 
 def parse_args(argv=None):
@@ -30,12 +39,23 @@ def parse_args(argv=None):
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port; 0 picks a free one (default: {DEFAULT_PORT})")
     p.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB,
                    help=f"largest request body accepted, in MB (default: {DEFAULT_MAX_UPLOAD_MB:g})")
+    p.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH,
+                   help="most predictions answered by one model call; concurrent requests are batched "
+                        f"(default: {DEFAULT_MAX_BATCH})")
+    p.add_argument("--batch-window-ms", type=float, default=DEFAULT_BATCH_WINDOW_MS,
+                   help="longest a prediction waits for others still being preprocessed to join its batch "
+                        f"(default: {DEFAULT_BATCH_WINDOW_MS:g})")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors, and uvicorn's debug log")
     args = p.parse_args(argv)
     if not 0 <= args.port <= 65535:
         raise UsageError(f"Expected --port between 0 and 65535. Received: port={args.port}")
     if not 0 < args.max_upload_mb <= 1024:
         raise UsageError(f"Expected --max-upload-mb between 0 and 1024. Received: max_upload_mb={args.max_upload_mb:g}")
+    if not 1 <= args.max_batch <= 1024:
+        raise UsageError(f"Expected --max-batch between 1 and 1024. Received: max_batch={args.max_batch}")
+    if not 0 <= args.batch_window_ms <= 1000:
+        raise UsageError("Expected --batch-window-ms between 0 and 1000. "
+                         f"Received: batch_window_ms={args.batch_window_ms:g}")
     return args
 
 
@@ -63,6 +83,10 @@ def bind(host, port):
     return sock
 
 
+def stop_on_sigterm(signum, frame):
+    raise Stopped()
+
+
 def main(argv=None):
     args = parse_args(argv)
     try:
@@ -79,7 +103,8 @@ def main(argv=None):
         backends.backend_module(name).configure_serving()  # this process only ever serves
         from . import webapp  # imports keras-using modules: only now that the backend is set
 
-        app = webapp.create_app(args.model, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024))
+        app = webapp.create_app(args.model, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+                                max_batch=args.max_batch, batch_window_ms=args.batch_window_ms)
         info = app.state.info
         port = sock.getsockname()[1]
         shown = f"[{args.host}]" if ":" in args.host else args.host
@@ -91,10 +116,20 @@ def main(argv=None):
         if args.host not in ("127.0.0.1", "localhost", "::1"):
             print(f"warning: listening on {args.host}: anyone who can reach this machine can use the app",
                   file=sys.stderr)
-        config = uvicorn.Config(app, log_level="debug" if args.debug else "warning", access_log=args.debug)
+        # http/loop "auto": httptools and uvloop where installed (the serve extra), h11 and asyncio
+        # otherwise; they parsed and dispatched requests several times faster here (issue 16).
+        config = uvicorn.Config(app, log_level="debug" if args.debug else "warning", access_log=args.debug,
+                                timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
+        # uvicorn stops accepting on SIGTERM or Ctrl-C, lets the requests in flight finish, then
+        # raises the signal again for the handler that was there before it: this one.
+        signal.signal(signal.SIGTERM, stop_on_sigterm)
+        # The event loop shares the GIL with the preprocessing and model threads; by default a thread
+        # that wants it waits up to 5 ms for a busy one to let go, and a request passes it back and
+        # forth several times: latency piled up behind that wait (issue 16).
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
         try:
             uvicorn.Server(config).run(sockets=[sock])
-        except KeyboardInterrupt:  # uvicorn shuts down cleanly on Ctrl-C, then re-raises the signal
+        except (KeyboardInterrupt, Stopped):
             print("stopped")
     finally:
         sock.close()

@@ -96,6 +96,28 @@ def test_real_digits_uploaded_get_the_models_own_answer(app, client, mnist):
     assert api_acc >= raw_acc - 0.03
 
 
+def test_concurrent_predictions_share_model_calls_and_each_gets_its_own_answer(app, mnist):
+    """40 predictions queued together: a batch of 32 and one of 8 (padded to the bucket of 8, a
+    shape compiled at start-up), each answer the model's own for its image, in order."""
+    import asyncio
+
+    predictor = app.state.predictor
+    (_, _), (x_test, _) = mnist
+    images = [(x_test[i] / 255.0).astype(np.float32)[..., None] for i in range(40)]
+    direct = predictor.model.predict(np.stack(images), verbose=0)
+
+    async def main():
+        for _ in images:
+            predictor.preparing_started()
+        return await asyncio.gather(*(predictor.predict(image, was_preparing=True) for image in images))
+
+    answers = asyncio.run(main())
+    assert predictor.buckets == (1, 2, 4, 8, 16, 32)
+    assert [batch for _, batch in answers] == [32] * 32 + [8] * 8
+    np.testing.assert_allclose(np.stack([p for p, _ in answers]), direct, atol=1e-5)
+    assert predictor.preparing == 0
+
+
 def test_json_pixels_flat_or_28_rows_give_the_same_answer_as_the_png(client, mnist):
     (_, _), (x_test, y_test) = mnist
     digit = x_test[3]
