@@ -221,3 +221,34 @@ def test_a_world_of_one_warns_then_trains(cli, mnist_dir, tmp_path):
             "process.") in out.stderr
     dist = json.loads((only_run(tmp_path) / "metrics.json").read_text())["distribution"]
     assert dist == {"type": "none", "device_count": 1, "warning": "world of 1: not started by torchrun"}
+
+
+@pytest.mark.torch
+@pytest.mark.e2e
+def test_a_rank_that_dies_stops_the_other(mnist_dir, tmp_path):
+    import signal
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(free_port()),
+         "-m", "mnist_keras3.train", "--distribute", "data-parallel", "--epochs", "100", "--max-steps-per-epoch", "50",
+         "--batch-size", "64", "--data-dir", str(mnist_dir), "--output-dir", str(tmp_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "KERAS_BACKEND": "torch"})
+    ranks = []
+    try:
+        deadline = time.monotonic() + 120
+        while not list(tmp_path.glob("*/checkpoint.json")) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.5)  # until rank 0 saved an epoch: both ranks are training
+        ranks = [int(p) for p in open(f"/proc/{proc.pid}/task/{proc.pid}/children").read().split()]
+        assert len(ranks) == 2, ranks
+        os.kill(ranks[1], signal.SIGKILL)
+        out = proc.communicate(timeout=120)[0]
+    finally:
+        for pid in [proc.pid, *ranks]:  # none left behind, whatever happened
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        proc.wait()
+    assert proc.returncode != 0
+    assert "Signal 9 (SIGKILL) received by PID" in out, out[-3000:]  # torchrun names the rank that died
+    assert not os.path.exists(f"/proc/{ranks[0]}") or open(f"/proc/{ranks[0]}/stat").read().split()[2] == "Z"
