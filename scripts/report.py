@@ -159,6 +159,26 @@ def profile_table(data):
     return out
 
 
+def serve_load_table(data):
+    """scripts/loadtest.py --json: one row per run (backend, mix, clients), then each run's command."""
+    out = ["| run | backend | mix | clients | requests | requests/s | p50 (ms) | p95 (ms) | p99 (ms) | wrong | "
+           "statuses | server RSS (MB) | server CPU ms / request | batching |",
+           "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | ---: | --- |"]
+    for r in data["runs"]:
+        lat, rss, b = r["latency_ms"], r["server_rss_mb"], r.get("batching") or {}
+        mix = ", ".join(f"{k} {w}" for k, w in r["mix"].items())
+        statuses = ", ".join(f"{k}: {v:,}" for k, v in sorted(r["statuses"].items()))
+        cpu = "-" if r.get("server_cpu_s") is None else f"{1000 * r['server_cpu_s'] / r['requests']:.2f}"
+        out.append(f"| {r['label']} | {r['backend']} | {mix} | {r['clients']} | {r['requests']:,} | "
+                   f"{r['requests_per_s']:,.0f} | {lat['p50']} | {lat['p95']} | {lat['p99']} | {r['wrong']} | "
+                   f"{statuses} | {rss['before']} -> {rss['after']} | {cpu} | "
+                   f"{b.get('max_batch')}, {b.get('window_ms')} ms |")
+    out.append("")
+    for r in data["runs"]:
+        out.append(f"- {r['label']}: {r['date']}, {r['machine']}: `{r['command']}`")
+    return out
+
+
 TABLES = [
     ("docs/speed.md", "speed-quiet", "docs/benchmarks/2cpu-quiet-default-threads.json", speed_table),
     ("docs/speed.md", "tta-quiet", "docs/benchmarks/2cpu-quiet-default-threads.json", tta_table),
@@ -176,6 +196,7 @@ TABLES = [
     ("docs/speed.md", "profile-fast", "docs/benchmarks/profile-fast-2cpu.json", profile_table),
     ("docs/speed.md", "recipe-best", "docs/benchmarks/best-recipe-3seeds-tf-2cpu.json", recipe_table),
     ("README.md", "readme-recipe-best", "docs/benchmarks/best-recipe-3seeds-tf-2cpu.json", recipe_table),
+    ("docs/serving.md", "serve-load", "docs/benchmarks/serve-load-2cpu.json", serve_load_table),
 ]
 
 # ---------------------------------------------------------------- markers
