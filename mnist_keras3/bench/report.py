@@ -41,6 +41,7 @@ import time
 from .. import backends
 from ..config import LOOPS
 from ..errors import UsageError
+from . import tables
 
 DEFAULT_PEER = "configs/kerasio.toml"
 MARKS = (0.99, 0.995)  # the test accuracies a recipe is timed to
@@ -183,39 +184,16 @@ def summarize(speed, tta, sizes):
     return rows
 
 
-def _ratio(value):
-    # None when the reference did not run (torch not installed in this environment).
-    return "n/a (no reference)" if value is None else f"{value:.2f}x"
-
-
 def markdown(rows, tta, info, args):
     out = [f"Device: {info['device']} | CPU: {info['cpu']}, {info['cores']} cores | threads per job: "
            f"{args.threads or 'framework default'} | {args.epochs} timed epochs x {args.rounds} rounds, "
            f"<= {args.max_samples or 'all'} samples each | load average {info['load_average_start']} -> "
-           f"{info['load_average_end']}", "",
-           "| batch | backend | loop | samples/s | x plain PyTorch | samples/CPU-s | x plain PyTorch (CPU) "
-           "| peak RSS (MB) |", "| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: |"]
-    for r in rows:
-        name = "plain PyTorch (reference)" if r["loop"] == "reference" else r["backend"]
-        loop = "-" if r["loop"] == "reference" else r["loop"]
-        if r["samples_per_s"] is None:
-            out.append(f"| {r['batch_size']} | {name} | {loop} | error: {r['error']} | | | | |")
-            continue
-        out.append(f"| {r['batch_size']} | {name} | {loop} | {r['samples_per_s']:,.0f} | {_ratio(r['ratio'])} "
-                   f"| {r['samples_per_cpu_s']:,.0f} | {_ratio(r['cpu_ratio'])} | {r['peak_rss_mb']:,.0f} |")
+           f"{info['load_average_end']}", ""]
+    out += tables.speed_table({"summary": rows})
     if tta:
         out += ["", f"Time to {args.target:.0%} test accuracy (batch {args.tta_batch_size}; training seconds, "
-                "compiling included, evaluation excluded):", "",
-                "| backend | loop | seconds | epochs | test accuracy then |", "| --- | --- | ---: | ---: | ---: |"]
-        for r in tta:
-            name = "plain PyTorch (reference)" if r["loop"] == "reference" else r["backend"]
-            loop = "-" if r["loop"] == "reference" else r["loop"]
-            if "error" in r:
-                out.append(f"| {name} | {loop} | error: {r['error']} | | |")
-            elif r["seconds"] is None:
-                out.append(f"| {name} | {loop} | not reached | {r['epochs']} | {r['accuracy']:.4f} |")
-            else:
-                out.append(f"| {name} | {loop} | {r['seconds']:.1f} | {r['epochs']} | {r['accuracy']:.4f} |")
+                "compiling included, evaluation excluded):", ""]
+        out += tables.tta_table({"time_to_accuracy": tta})
     return "\n".join(out)
 
 
@@ -422,18 +400,11 @@ def run_profiles(args, jobs, info):
     out = [f"Model {args.model} | CPU: {info['cpu']}, {info['cores']} cores | threads per job: "
            f"{args.threads or 'framework default'} | "
            f"median of {args.rounds} groups of {args.profile_steps} steps | load average "
-           f"{info['load_average_start']} -> {info['load_average_end']}", "",
-           "| batch | loop | forward | backward | optimizer | host | step (ms) | x plain PyTorch |",
-           "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+           f"{info['load_average_start']} -> {info['load_average_end']}", ""]
     for r in rows:
-        name = "plain PyTorch (reference)" if r["loop"] == "reference" else f"{r['backend']} native"
-        if "error" in r:
-            out.append(f"| {r['batch_size']} | {name} | error: {r['error']} | | | | | |")
-            continue
-        r["ratio"] = round(ref[r["batch_size"]] / r["step_ms"], 2) if r["batch_size"] in ref else None
-        ms = r["ms_per_step"]
-        out.append(f"| {r['batch_size']} | {name} | " + " | ".join(f"{ms[k]:.3f}" for k in
-                   ("forward", "backward", "optimizer", "host")) + f" | {r['step_ms']:.3f} | {_ratio(r['ratio'])} |")
+        if "error" not in r:
+            r["ratio"] = round(ref[r["batch_size"]] / r["step_ms"], 2) if r["batch_size"] in ref else None
+    out += tables.profile_table({"rows": rows})
     out += ["", "Phases of the compiled loops (jax, tensorflow) are differences of whole programs (forward; "
             "forward and gradients; the step): their optimizer column includes the little host work of a call."]
     table = "\n".join(out)
