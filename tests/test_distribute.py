@@ -252,3 +252,38 @@ def test_a_rank_that_dies_stops_the_other(mnist_dir, tmp_path):
     assert proc.returncode != 0
     assert "Signal 9 (SIGKILL) received by PID" in out, out[-3000:]  # torchrun names the rank that died
     assert not os.path.exists(f"/proc/{ranks[0]}") or open(f"/proc/{ranks[0]}/stat").read().split()[2] == "Z"
+
+
+_CLASSES = textwrap.dedent("""
+    import sys
+    import keras
+    import numpy as np
+    from mnist_keras3 import data
+    (_, _), (x, _) = data.mnist.load_mnist(sys.argv[2])
+    probs = keras.saving.load_model(sys.argv[1]).predict(data.preprocess(x[:500]), verbose=0)  # (500, 10)
+    print(keras.backend.backend(), "".join(str(c) for c in np.asarray(probs).argmax(1)))
+""")
+
+
+@pytest.mark.cross
+@pytest.mark.e2e
+def test_a_data_parallel_model_loads_under_every_other_backend(mnist_dir, tmp_path):
+    """What a data-parallel run writes is an ordinary model.keras: trained under jax over 2 host
+    devices, it loads under torch and tensorflow and gives the same classes there."""
+    out = run_module("train", "--backend", "jax", "--distribute", "data-parallel", *STEPS, "--data-dir", mnist_dir,
+                     "--output-dir", tmp_path, env=TWO_DEVICES, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    run = only_run(tmp_path)
+    assert json.loads((run / "metrics.json").read_text())["distribution"]["world_size"] == 2
+    classes = {}
+    for backend in ("jax", "torch", "tensorflow"):
+        done = subprocess.run([sys.executable, "-c", _CLASSES, str(run / "model.keras"), str(mnist_dir)],
+                              capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "KERAS_BACKEND": backend})
+        assert done.returncode == 0, done.stderr[-3000:]
+        name, got = done.stdout.split()[-2:]
+        assert name == backend and len(got) == 500
+        classes[backend] = got
+    for backend in ("torch", "tensorflow"):
+        same = sum(a == b for a, b in zip(classes["jax"], classes[backend], strict=True))
+        assert same >= 499, f"{backend}: {same}/500 classes as under jax"
