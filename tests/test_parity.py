@@ -369,3 +369,14 @@ def test_parity_training_flags_pass_a_recipe_and_each_sweep_seed():
     assert training_args(parse_args([])) == ["--seed", "42"]  # train's defaults: the tutorial recipe
     with pytest.raises(UsageError, match="Expected --seeds as distinct integers"):
         parse_args(["--seeds", "1,1"])
+
+
+def test_init_models_must_be_models_the_reference_worker_recorded():
+    from mnist_keras3.parity.report import parse_init_models
+
+    recorded = {"strong": {}, "tutorial": {}}
+    assert parse_init_models("tutorial, strong", recorded) == ["tutorial", "strong"]
+    assert parse_init_models("", recorded) == []  # every model
+    with pytest.raises(UsageError, match=r"Expected --init-models among strong, tutorial\. "
+                                         r"Received: init_models='tutorial,nope'"):
+        parse_init_models("tutorial,nope", recorded)

@@ -125,7 +125,6 @@ def parse_args(argv):
     args = p.parse_args(argv)
     args.backends = parse_backends(args.backends)
     parse_seeds(args.seeds)
-    parse_init_models(args.init_models)
     if not 0 <= args.accuracy_floor < 1:
         raise UsageError(f"Expected --accuracy-floor as a fraction in [0, 1), 0 for none. "
                          f"Received: accuracy_floor={args.accuracy_floor}")
