@@ -99,7 +99,8 @@ def test_the_reference_schedule_is_the_keras_schedule(keras, schedule):
         assert got == pytest.approx(expected, rel=1e-5, abs=1e-9), (schedule, step, got, expected)
 
 
-@pytest.mark.parametrize("name,trainable", [("fast", 108_970), ("shift-cnn", 432_106), ("kerasio-convnet", 34_826)])
+@pytest.mark.parametrize("name,trainable", [("fast", 108_970), ("shift-cnn", 432_106), ("shift-cnn-deep", 321_642),
+                                            ("kerasio-convnet", 34_826)])
 def test_reference_models_have_the_keras_models_parameter_counts(keras, name, trainable):
     from mnist_keras3 import models
 

@@ -328,6 +328,17 @@ def _shift_cnn():
         nn.Dropout(0.25), nn.Linear(256, 10))                                    # (N, 10) logits
 
 
+def _shift_cnn_deep():
+    from torch import nn
+
+    return nn.Sequential(                                                        # shifted on the batch
+        nn.Conv2d(1, 32, 5, bias=False), _bn(32), nn.ReLU(), nn.MaxPool2d(2),    # (N, 32, 12, 12)
+        nn.Conv2d(32, 64, 3, bias=False), _bn(64), nn.ReLU(),                    # (N, 64, 10, 10)
+        nn.Conv2d(64, 64, 3, bias=False), _bn(64), nn.ReLU(), nn.MaxPool2d(2),   # (N, 64, 4, 4)
+        nn.Flatten(), nn.Linear(1024, 256, bias=False), _bn(256, dims=1), nn.ReLU(),
+        nn.Dropout(0.25), nn.Linear(256, 10))                                    # (N, 10) logits
+
+
 def _kerasio_convnet():
     from torch import nn
 
@@ -339,7 +350,7 @@ def _kerasio_convnet():
 
 # model name -> (torch builder, inputs standardised as the Keras model does, random shift in pixels)
 REFERENCE_MODELS = {"fast": (_fast, True, 0), "shift-cnn": (_shift_cnn, True, 2),
-                    "kerasio-convnet": (_kerasio_convnet, False, 0)}
+                    "shift-cnn-deep": (_shift_cnn_deep, True, 2), "kerasio-convnet": (_kerasio_convnet, False, 0)}
 
 
 def reference_unsupported(recipe):
