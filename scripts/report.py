@@ -162,6 +162,7 @@ TABLES = [
     ("docs/speed.md", "recipe-fast", "docs/benchmarks/fast-recipe-3seeds-2cpu.json", recipe_table),
     ("docs/speed.md", "recipe-strong", "docs/benchmarks/strong-recipe-3seeds-peers-2cpu.json", recipe_table),
     ("docs/speed.md", "loops-native-b", "docs/benchmarks/loops-native-2cpu-2026-11-30b.json", speed_table),
+    ("docs/speed.md", "loops-auto-c", "docs/benchmarks/loops-auto-2cpu-2026-11-30c.json", speed_table),
     ("docs/speed.md", "profile", "docs/benchmarks/profile-2cpu.json", profile_table),
     ("docs/speed.md", "profile-fast", "docs/benchmarks/profile-fast-2cpu.json", profile_table),
     ("docs/speed.md", "recipe-best", "docs/benchmarks/best-recipe-3seeds-tf-2cpu.json", recipe_table),
