@@ -97,6 +97,13 @@ def read_bytes(source, name=None):
 def decode(data, name="<image>", channels=1):
     """PNG/JPEG/BMP bytes -> (float32 array in [0, 255], original (w, h), warnings): grayscale (H, W),
     or (H, W, 3) RGB when channels is 3."""
+    pixels, size, notes = _decode(data, name, channels)
+    return np.asarray(pixels, dtype=np.float32), size, notes
+
+
+def _decode(data, name="<image>", channels=1):
+    """decode(), except that a plain 8-bit grayscale result stays uint8 (H, W), the values the float32
+    array would hold: to_mnist works on it without a float copy of the whole picture."""
     draft = "L" if channels == 1 else "RGB"
     notes = []
     try:
@@ -121,10 +128,11 @@ def decode(data, name="<image>", channels=1):
             im.draft(draft, (WORK_SIDE, WORK_SIDE))  # a routine big photo: no need for every pixel
         im.load()
         try:
-            im = ImageOps.exif_transpose(im)  # phone photos are stored sideways with a rotation tag
+            # Phone photos are stored sideways with a rotation tag. In place: no copy when there is none.
+            ImageOps.exif_transpose(im, in_place=True)
         except Exception:  # a damaged EXIF block: the pixels are still fine
             notes.append(f"{name}: unreadable EXIF orientation ignored")
-        gray = _grayscale(im) if channels == 1 else _rgb(im)
+        gray = _grayscale(im, keep_uint8=True) if channels == 1 else _rgb(im)
     except ImageError:
         raise
     except Image.DecompressionBombError as e:  # over twice Pillow's limit: refused at open
@@ -134,7 +142,7 @@ def decode(data, name="<image>", channels=1):
     except Exception as e:  # Pillow's decoders raise many types on malformed files
         raise ImageError(f"{name}: the image is damaged or unsupported ({type(e).__name__}: {str(e)[:100]}).") from e
     if max(gray.shape[:2]) > WORK_SIDE:
-        gray = _resize_channels(gray, WORK_SIDE / max(gray.shape[:2]))
+        gray = _resize_channels(gray.astype(np.float32), WORK_SIDE / max(gray.shape[:2]))
     return gray, size, notes
 
 
@@ -169,8 +177,9 @@ def to_model_input(pixels, shape):
     return (np.clip(a, 0.0, 255.0) / 255.0).reshape(h, w, c).astype(np.float32)
 
 
-def _grayscale(im):
-    """Any Pillow mode -> float32 (H, W) in [0, 255]; transparent parts count as white paper."""
+def _grayscale(im, keep_uint8=False):
+    """Any Pillow mode -> float32 (H, W) in [0, 255]; transparent parts count as white paper.
+    keep_uint8: 8-bit grayscale and RGB images give uint8 (H, W) instead, the same values."""
     if im.mode in ("I", "I;16", "I;16L", "I;16B", "I;16N", "F"):  # 16-bit and float images
         a = np.asarray(im, dtype=np.float32)
         if im.mode.startswith("I") and a.size and a.max() > 255:
@@ -183,7 +192,9 @@ def _grayscale(im):
         return gray * alpha + 255.0 * (1.0 - alpha)  # composite on white paper
     if im.mode not in ("L", "RGB"):
         im = im.convert("RGB")  # CMYK, YCbCr, 1, P ... through RGB
-    return np.asarray(im.convert("L"), dtype=np.float32)
+    if im.mode == "RGB":
+        im = im.convert("L")  # ITU-R 601 luma, rounded to 8 bits, in Pillow's C: before any numpy work
+    return np.asarray(im) if keep_uint8 else np.asarray(im, dtype=np.float32)
 
 
 def _resize(a, scale, size=None):
@@ -201,6 +212,8 @@ def to_mnist(gray, name="<image>", notes=None):
 
     Raises BlankImage when there is no ink to find.
     """
+    if isinstance(gray, np.ndarray) and gray.dtype == np.uint8 and gray.ndim == 2 and gray.size:
+        return _to_mnist_uint8(gray, name, notes)
     a = np.asarray(gray, dtype=np.float32)
     if a.ndim != 2 or a.size == 0:
         raise ImageError(f"{name}: expected a 2-D grayscale image. Received: shape={a.shape}")
@@ -224,6 +237,57 @@ def to_mnist(gray, name="<image>", notes=None):
 
     rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
     ink = ink[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]  # (h, w): the ink's bounding box
+    return _fit(ink), inverted
+
+
+def _to_mnist_uint8(a8, name, notes):
+    """to_mnist of a uint8 (H, W) array, with the same result as on its float32 copy: the float
+    steps are exact per value, so they are done once for each of the 256 values (a table), the
+    ink's bounding box is found on the uint8 pixels, and only the box is turned into floats."""
+    h, w = a8.shape
+    b = max(1, round(0.02 * min(h, w)))
+    border = np.concatenate([a8[:b].ravel(), a8[-b:].ravel(), a8[:, :b].ravel(), a8[:, -b:].ravel()])
+    paper = _median_uint8(border)
+    inverted = paper > 127.5
+    levels = np.arange(256, dtype=np.float32)
+    if inverted:
+        levels, paper = 255.0 - levels, 255.0 - paper
+        contrast = float(255 - int(a8.min())) - paper
+    else:
+        contrast = float(a8.max()) - paper
+    if contrast < MIN_CONTRAST:
+        raise BlankImage(f"{name}: looks blank (ink differs from the paper by {max(contrast, 0):.0f}/255); "
+                         "not predicted.")
+    table = np.clip((levels - paper) / contrast, 0.0, 1.0)  # the ink of each pixel value, as to_mnist's
+    table[table < INK_FLOOR] = 0.0
+    kept = np.flatnonzero(table)  # the values that are ink: one run, at the dark or the light end
+    low, high = int(kept[0]), int(kept[-1])
+    if high - low + 1 != len(kept):  # not one run after all (never seen): look every pixel up
+        mask = table[a8] > 0
+    elif low == 0:
+        mask = a8 <= high
+    else:
+        mask = a8 >= low if high == 255 else (a8 >= low) & (a8 <= high)
+    if notes is not None and np.count_nonzero(mask) > 0.5 * mask.size:
+        notes.append(f"{name}: ink covers most of the image; expected one digit on plain paper")
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    ink = np.take(table, a8[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1])  # float32 (h, w): the ink's box
+    return _fit(ink), inverted
+
+
+def _median_uint8(values):
+    """np.median of uint8 values, from their histogram (a sort of thousands of border pixels is not
+    needed): the middle value, or the mean of the two middle ones, as a float."""
+    counts = np.cumsum(np.bincount(values, minlength=256))
+    n = int(counts[-1])
+    low = int(np.searchsorted(counts, (n - 1) // 2, side="right"))  # the value at sorted index (n-1)//2
+    high = int(np.searchsorted(counts, n // 2, side="right"))  # ... at n//2
+    return (low + high) / 2
+
+
+def _fit(ink):
+    """float32 (h, w) ink in [0, 1], cropped to its bounding box -> float32 (28, 28, 1): scaled to fit
+    20x20 keeping the aspect ratio, centred by centre of mass in 28x28."""
     box = _resize(ink, BOX_SIDE / max(ink.shape))  # (<=20, <=20), longest side 20
     box = np.clip(box, 0.0, 1.0)
     # Shrinking averages thin strokes towards grey; MNIST strokes peak at full intensity.
@@ -237,7 +301,7 @@ def to_mnist(gray, name="<image>", notes=None):
     left = int(np.clip(round(CENTRE - com_c), 0, FIELD - bw))
     out = np.zeros((FIELD, FIELD), dtype=np.float32)
     out[top:top + bh, left:left + bw] = box
-    return out[..., None], inverted  # (28, 28, 1)
+    return out[..., None]  # (28, 28, 1)
 
 
 def prepare(source, name=None, record=None):
@@ -251,7 +315,7 @@ def prepare(source, name=None, record=None):
         pixels, size, notes = decode(data, name, channels=shape[-1])
         return Prepared(name=name, array=to_model_input(pixels, shape), size=size, inverted=False,
                         warnings=notes, preprocessing="resize")
-    gray, size, notes = decode(data, name)
+    gray, size, notes = _decode(data, name)  # uint8 for most pictures: to_mnist's quick way
     array, inverted = to_mnist(gray, name, notes)
     return Prepared(name=name, array=array, size=size, inverted=inverted, warnings=notes)
 

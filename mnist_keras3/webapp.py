@@ -264,6 +264,7 @@ def pixels_to_gray(body):
 # "input" in answers: values in [0, 1] to 4 decimals, written through this table of their JSON
 # (0, 0.0001, ..., 1.0), not json.dumps of each value (a quarter of the answer's cost).
 DECIMALS = [json.dumps(i / 10000) for i in range(10001)]
+DECIMALS_ARRAY = np.array(DECIMALS, dtype=object)  # looked up for a whole array at once: half the time
 
 
 def json_4_decimals(array):
@@ -272,13 +273,12 @@ def json_4_decimals(array):
     q = np.rint(a * 10000)
     if q.size == 0 or not (q.min() >= 0 and q.max() <= 10000):  # outside [0, 1], or NaN
         return json.dumps(np.round(a, 4).tolist())
-    table = DECIMALS.__getitem__
 
     def rows(x):
         if x and isinstance(x[0], list):
             return "[" + ",".join(map(rows, x)) + "]"
-        return "[" + ",".join(map(table, x)) + "]"
-    return rows(q.astype(np.intp).tolist())
+        return "[" + ",".join(x) + "]"
+    return rows(DECIMALS_ARRAY[q.astype(np.intp)].tolist())
 
 
 def prepare(kind, payload, name, record=None):

@@ -275,6 +275,45 @@ def test_random_small_arrays_give_an_mnist_input_or_a_blank_warning(page):
     assert mnist_stats(out)[0] <= 20
 
 
+def to_mnist_or_blank(page):
+    notes = []
+    try:
+        out, inverted = images.to_mnist(page, "page", notes)
+    except images.BlankImage as e:
+        return str(e)
+    return out, inverted, notes
+
+
+@settings(max_examples=300, deadline=None)
+@given(hnp.arrays(np.uint8, hnp.array_shapes(min_dims=2, max_dims=2, min_side=1, max_side=40)),
+       st.integers(0, 255), st.integers(0, 255))
+def test_uint8_pages_give_exactly_what_their_float_copy_gives(page, paper, ink):
+    """to_mnist's quick way for uint8 pictures (a table of the 256 values, the float work on the
+    ink's box only) is the float recipe to the bit: same input, polarity, notes and blank verdict."""
+    page = page.copy()
+    page[: max(1, len(page) // 2)] = paper  # a plain border part of the time, some ink against it
+    page[len(page) // 2:, : page.shape[1] // 2] = ink
+    quick, slow = to_mnist_or_blank(page), to_mnist_or_blank(page.astype(np.float32))
+    if isinstance(slow, str):
+        assert quick == slow
+        return
+    assert np.array_equal(quick[0], slow[0]) and quick[1:] == slow[1:]
+
+
+def test_photo_like_files_give_exactly_what_the_float_recipe_gives(mnist, tmp_path):
+    """prepare() keeps 8-bit pictures in uint8 up to the ink's box: bit for bit the float32 recipe
+    (decode() -> to_mnist of the float array) on the serve tests' photo-like PNG, JPEG and BMP files."""
+    (_, _), (x, _) = mnist
+    rng = np.random.default_rng(7)
+    for i in range(30):
+        path = write_photo(x[i], tmp_path / f"photo{i}", rng, i)
+        item = images.prepare(path)
+        gray, _, _ = images.decode(path.read_bytes())
+        assert gray.dtype == np.float32
+        array, inverted = images.to_mnist(gray)
+        assert np.array_equal(item.array, array) and item.inverted == inverted
+
+
 @pytest.mark.parametrize("paper, ink, blank", [
     (235, 20, False), (20, 235, False),  # a dark stroke on light paper, a light one on dark paper
     (235, 235 - images.MIN_CONTRAST, False), (20, 20 + images.MIN_CONTRAST, False),  # just enough
