@@ -167,6 +167,7 @@ TABLES = [
     ("docs/speed.md", "profile-fast", "docs/benchmarks/profile-fast-2cpu.json", profile_table),
     ("docs/speed.md", "recipe-best", "docs/benchmarks/best-recipe-3seeds-tf-2cpu.json", recipe_table),
     ("docs/speed.md", "recipe-best-peers", "docs/benchmarks/best-recipe-peers-2cpu.json", recipe_table),
+    ("docs/speed.md", "recipe-best-jax", "docs/benchmarks/best-recipe-3seeds-jax-2cpu.json", recipe_table),
     ("README.md", "readme-results", ("docs/benchmarks/tutorial-recipe-2cpu.json",
                                      "docs/benchmarks/fast-recipe-3seeds-2cpu.json",
                                      "docs/benchmarks/strong-recipe-3seeds-peers-2cpu.json",
