@@ -314,6 +314,30 @@ def error_response(status, message):
     return JSONResponse({"error": message, "status": status}, status_code=status)
 
 
+async def read_capped_body(scope, receive, limit):
+    """An ASGI request's whole body, at most `limit` bytes: HTTPException 413 for a Content-Length
+    over it (before any of the body is read) or a body that passes it (chunked ones too), 400 for a
+    Content-Length that is not a number, ClientGone when the client disconnects first."""
+    length = dict(scope["headers"]).get(b"content-length")
+    if length is not None and not length.isdigit():
+        raise HTTPException(400, "Expected a number as Content-Length.")
+    too_large = (f"Expected an upload of at most {limit:,} bytes. "
+                 "Send a smaller image (a digit needs little resolution).")
+    if length is not None and int(length) > limit:
+        raise HTTPException(413, too_large)
+    chunks, size, more = [], 0, True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone()
+        chunks.append(message.get("body", b""))
+        size += len(chunks[-1])
+        more = message.get("more_body", False)
+        if size > limit:
+            raise HTTPException(413, too_large)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
 class BodyLimit:
     """ASGI middleware: a request body over `limit` bytes gets 413 before any of it is parsed.
 
@@ -327,24 +351,12 @@ class BodyLimit:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
             return await self.app(scope, receive, send)
-        too_large = error_response(413, f"Expected an upload of at most {self.limit:,} bytes. "
-                                        "Send a smaller image (a digit needs little resolution).")
-        length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and not length.isdigit():
-            return await error_response(400, "Expected a number as Content-Length.")(scope, receive, send)
-        if length is not None and int(length) > self.limit:
-            return await too_large(scope, receive, send)
-        chunks, size, more = [], 0, True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            more = message.get("more_body", False)
-            if size > self.limit:
-                return await too_large(scope, receive, send)
-        body = b"".join(chunks)
+        try:
+            body = await read_capped_body(scope, receive, self.limit)
+        except ClientGone:
+            return
+        except StarletteHTTPException as e:
+            return await error_response(e.status_code, str(e.detail))(scope, receive, send)
         replayed = False
 
         async def replay():
@@ -474,8 +486,6 @@ def create_app(model_path, max_upload_bytes=MAX_UPLOAD_BYTES, max_batch=32, batc
     # for the batch, not two for each request.
     preparers = ThreadPoolExecutor(os.cpu_count() or 2, thread_name_prefix="prepare")
     api.state.preparers = preparers
-    too_large = f"Expected an upload of at most {max_upload_bytes:,} bytes. " \
-                "Send a smaller image (a digit needs little resolution)."
 
     def prepare_upload(job, ctype, content_type):
         if ctype == "multipart/form-data":
@@ -485,27 +495,8 @@ def create_app(model_path, max_upload_bytes=MAX_UPLOAD_BYTES, max_batch=32, batc
 
     async def read_predict(scope, receive, started):
         """The request -> (status, body) of its answer; HTTPException for what the client got wrong."""
-        content_type = length = b""
-        for key, value in scope["headers"]:
-            if key == b"content-type":
-                content_type = value
-            elif key == b"content-length":
-                length = value
-        if length and not length.isdigit():
-            raise HTTPException(400, "Expected a number as Content-Length.")
-        if length and int(length) > max_upload_bytes:
-            raise HTTPException(413, too_large)  # before any of the body is read
-        chunks, size, more = [], 0, True
-        while more:  # chunked bodies without a Content-Length are capped here too
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise ClientGone()
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            more = message.get("more_body", False)
-            if size > max_upload_bytes:
-                raise HTTPException(413, too_large)
-        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        body = await read_capped_body(scope, receive, max_upload_bytes)
+        content_type = dict(scope["headers"]).get(b"content-type", b"")
         content_type = content_type.decode("latin-1")
         ctype = content_type.split(";")[0].strip().lower()
         if ctype == "application/json":
