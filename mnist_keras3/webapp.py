@@ -542,7 +542,9 @@ def read_form(body, content_type, max_files=1, max_fields=10, max_part_size=1024
     """A multipart/form-data body -> (bytes, file name) of its `image` file; HTTPException otherwise.
 
     The parser, limits and messages are Starlette's Request.form() (python-multipart), run here in
-    one go on the body already read: on a preprocessing thread, not on the event loop.
+    one go on the body already read: on a preprocessing thread, not on the event loop (Starlette's
+    own parser is async over the request stream). tests/test_read_form.py holds it to Request.form():
+    same file from the same bodies, same 400s and messages for the bad ones.
     """
     _, params = parse_options_header(content_type)
     charset = params.get(b"charset", b"utf-8").decode("latin-1")
