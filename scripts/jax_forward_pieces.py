@@ -1,6 +1,6 @@
 """Where the jax native loop's forward goes on CPU: the tutorial CNN's forward built up piece by
-piece (kernels.py's im2col convolutions and tiled max pools, random weights), each timed as a
-100-step `lax.scan` at one batch size, as the native loop runs it (issue 12, docs/speed.md).
+piece (kernels.py's convolutions and tiled max pools, random weights), each timed as a 100-step
+`lax.scan` at one batch size and compiled as the native loop compiles it (issue 12, docs/speed.md).
 
     python scripts/jax_forward_pieces.py --batch-sizes 32,64 --json docs/benchmarks/jax-forward-pieces-2cpu.json
 """
@@ -36,8 +36,11 @@ def main():
     def pool(x):
         return kernels._tiled_max_pool(x, (1, 2, 2, 1))
 
+    def conv(x, k):  # as the rewritten step computes a VALID convolution
+        return kernels._conv(x, k, ((0, 0), (0, 0)))
+
     def block1(x):
-        return pool(jax.nn.relu(kernels._im2col_conv(x, k1) + b1))  # (N, 13, 13, 4)
+        return pool(jax.nn.relu(conv(x, k1) + b1))  # (N, 13, 13, 4)
 
     def xla_block1(x):
         conv = jax.lax.conv_general_dilated(x, k1, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
@@ -45,21 +48,23 @@ def main():
 
     pieces = {  # each includes the ones above it
         "gather the batch": lambda x: x,
-        "conv1 (im2col, 1 -> 4 channels)": lambda x: kernels._im2col_conv(x, k1),
-        "+ bias, ReLU": lambda x: jax.nn.relu(kernels._im2col_conv(x, k1) + b1),
+        "conv1 (1 -> 4 channels)": lambda x: conv(x, k1),
+        "+ bias, ReLU": lambda x: jax.nn.relu(conv(x, k1) + b1),
         "+ max pool": block1,
         "block 1 with XLA's own convolution": xla_block1,
-        "+ conv2 (im2col, 4 -> 4)": lambda x: kernels._im2col_conv(block1(x), k2),
-        "whole forward to logits": lambda x: pool(jax.nn.relu(kernels._im2col_conv(block1(x), k2) + b2))
+        "+ conv2 (4 -> 4)": lambda x: conv(block1(x), k2),
+        "+ bias, ReLU, max pool": lambda x: pool(jax.nn.relu(conv(block1(x), k2) + b2)),
+        "whole forward to logits": lambda x: pool(jax.nn.relu(conv(block1(x), k2) + b2))
         .reshape(x.shape[0], -1) @ dense,
     }
+    options = kernels.compiler_options(1_198)  # the tutorial CNN's step compiles with these
     rows = []
     for bs in (int(size) for size in args.batch_sizes.split(",")):
         batches = jnp.asarray(rng.integers(0, len(images), (100, bs)))
         for name, piece in pieces.items():
             def program(bs_, piece=piece):
                 return jax.lax.scan(lambda c, b: (c + jnp.sum(piece(images[b])), None), jnp.float32(0), bs_)[0]
-            run = jax.jit(program)
+            run = jax.jit(program, compiler_options=options)
             run(batches).block_until_ready()  # compile
             seconds = []
             for _ in range(args.repeats):

@@ -152,6 +152,17 @@ def serve_load_table(data):
 
 # (markdown file, marker name, JSON file or tuple of JSON files, renderer); paths from the repo root.
 # A renderer gets the loaded JSON (a list of them for a tuple) and returns the table's lines.
+def pieces_table(data):
+    """scripts/jax_forward_pieces.py's rows: one line per piece, a column per batch size."""
+    sizes = sorted({r["batch_size"] for r in data["rows"]})
+    pieces = list(dict.fromkeys(r["piece"] for r in data["rows"]))
+    ms = {(r["piece"], r["batch_size"]): r["ms_per_step"] for r in data["rows"]}
+    lines = ["| piece | " + " | ".join(f"batch {b} (ms a step)" for b in sizes) + " |",
+             "| --- | " + " | ".join("---:" for _ in sizes) + " |"]
+    lines += [f"| {p} | " + " | ".join(f"{ms[p, b]:.3f}" for b in sizes) + " |" for p in pieces]
+    return lines
+
+
 TABLES = [
     ("docs/speed.md", "speed-quiet", "docs/benchmarks/2cpu-quiet-default-threads.json", speed_table),
     ("docs/speed.md", "tta-quiet", "docs/benchmarks/2cpu-quiet-default-threads.json", tta_table),
@@ -165,6 +176,10 @@ TABLES = [
     ("docs/speed.md", "loops-auto-c", "docs/benchmarks/loops-auto-2cpu-2026-11-30c.json", speed_table),
     ("docs/speed.md", "profile", "docs/benchmarks/profile-2cpu.json", profile_table),
     ("docs/speed.md", "profile-fast", "docs/benchmarks/profile-fast-2cpu.json", profile_table),
+    ("docs/speed.md", "jax-pieces", "docs/benchmarks/jax-forward-pieces-2cpu.json", pieces_table),
+    ("docs/speed.md", "jax-pieces-blocked", "docs/benchmarks/jax-forward-pieces-blocked-2cpu.json", pieces_table),
+    ("docs/speed.md", "profile-blocked", "docs/benchmarks/profile-2cpu-blocked.json", profile_table),
+    ("docs/speed.md", "loops-auto-d", "docs/benchmarks/loops-auto-2cpu-2026-11-30d.json", speed_table),
     ("docs/speed.md", "recipe-best", "docs/benchmarks/best-recipe-3seeds-tf-2cpu.json", recipe_table),
     ("docs/speed.md", "recipe-best-peers", "docs/benchmarks/best-recipe-peers-2cpu.json", recipe_table),
     ("docs/speed.md", "recipe-best-jax", "docs/benchmarks/best-recipe-3seeds-jax-2cpu.json", recipe_table),

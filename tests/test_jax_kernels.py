@@ -29,6 +29,7 @@ def _compare(jk, fn, *args, atol=1e-5):
     ((2, 13, 13, 4), (3, 3, 4, 4), "VALID"),
     ((2, 14, 14, 4), (3, 3, 4, 4), "SAME"),   # the tutorial-bn model's padding
     ((2, 9, 7, 2), (2, 3, 2, 3), "VALID"),    # odd sizes, non-square kernel
+    ((2, 10, 9, 3), (3, 3, 3, 8), "VALID"),   # more channels: im2col, not 2 x 2 blocks
 ])
 def test_small_convolutions_match_xla(jk, shape, kernel, padding):
     import jax
@@ -86,3 +87,25 @@ def test_has_primitive_finds_convolutions_left_in_nested_programs(jk):
     left = jax.make_jaxpr(lambda x, k: conv(x, k) * 2)(x, k).jaxpr
     assert jk.has_primitive(left, "conv_general_dilated")  # inside a nested jit
     assert not jk.has_primitive(jax.make_jaxpr(jk.rewrite(conv))(x, k).jaxpr, "conv_general_dilated")
+
+
+def test_small_models_compile_without_ynnpack(jk):
+    """The step of a small model compiles with an experimental XLA option (kernels.NO_YNN); a jax
+    that no longer takes it must fail here, not only run slower."""
+    assert jk.compiler_options_problem() is None
+    assert jk.compiler_options(1_198) == jk.NO_YNN  # the tutorial CNN
+    assert jk.compiler_options(jk.SMALL_MODEL_PARAMS + 1) is None
+
+
+def test_blocked_and_im2col_convolutions_agree(jk):
+    """Both swaps of a convolution, on the shapes the tutorial CNN gives them, against each other."""
+    import jax
+
+    rng = np.random.default_rng(3)
+    for shape, kernel in (((4, 28, 28, 1), (3, 3, 1, 4)), ((4, 13, 13, 4), (3, 3, 4, 4))):
+        x, k = rng.normal(size=shape).astype("float32"), rng.normal(size=kernel).astype("float32")
+        np.testing.assert_allclose(jk._blocked_conv(x, k), jk._im2col_conv(x, k), atol=1e-5, rtol=1e-5)
+        for a, b in zip(jax.grad(lambda x, k: (jk._blocked_conv(x, k) ** 2).sum(), argnums=(0, 1))(x, k),
+                        jax.grad(lambda x, k: (jk._im2col_conv(x, k) ** 2).sum(), argnums=(0, 1))(x, k),
+                        strict=True):
+            np.testing.assert_allclose(a, b, atol=1e-3, rtol=1e-4)

@@ -5,7 +5,9 @@ CNN (batch 32, 3.6 ms) in kernels that are slow for 1- and 4-channel tensors: th
 convolutions (1.1 ms and 0.4 ms), the second convolution's input gradient (0.85 ms) and the
 max-pool gradient (`select_and_scatter`, 0.9 ms). Here the convolutions and their gradients are
 matrix products of the shifted windows ("im2col"), and the max pool is a reduce whose gradient is
-a first-maximum mask: 1.2 ms a step.
+a first-maximum mask: 1.2 ms a step. Convolutions with few channels (the tutorial's 1 -> 4 and
+4 -> 4) are computed a 2 x 2 block of outputs at a time, a product XLA:CPU vectorises, where
+im2col's 4-column output did not.
 
 `rewrite(fn)` returns a function that computes the same values as `fn`: it traces `fn` to a jaxpr
 and evaluates it equation by equation, replacing only the equations that match these patterns
@@ -29,6 +31,10 @@ except ImportError:
 # recipes' 16 x 32 (fast), 32 x 64 (shift-cnn, kerasio-convnet), whose XLA input and kernel
 # gradients took 20-30 ms of a 35-60 ms step (docs/speed.md). Wider ones: not measured.
 MAX_CONV_CHANNELS = 4096
+# in x out channels up to which a convolution is computed in 2 x 2 output blocks (_blocked_conv):
+# measured faster for the tutorial CNN's 1 x 4 and 4 x 4 and the fast model's 5 x 5, 1 x 16;
+# slower for shift-cnn's 1 x 32, whose kernel gradient then costs more (docs/speed.md).
+BLOCKED_MAX_CHANNELS = 16
 NHWC = ((0, 3, 1, 2), (3, 2, 0, 1), (0, 3, 1, 2))  # lhs/rhs/out specs of NHWC x HWIO -> NHWC
 
 
@@ -50,6 +56,33 @@ def internals_problem():
     except (AttributeError, TypeError, KeyError) as e:
         return f"jax {jax.__version__} changed its jaxpr internals ({type(e).__name__}: {e})"
     return None
+
+
+# XLA:CPU hands dots, reductions and elementwise ops to YNNPACK fusions by default. On the tiny
+# tensors of a model this small their cost per call outweighs their speed (the tutorial CNN's max
+# pool and bias-gradient reduces ran 2-3x faster as XLA's own loops); on shift-cnn's, XLA's loops
+# made the Adam update many times slower. So only models up to this many parameters compile their
+# step without YNNPACK (docs/speed.md, scripts/jax_step_ops.py).
+SMALL_MODEL_PARAMS = 10_000
+NO_YNN = {"xla_cpu_experimental_ynn_fusion_type": ""}  # an XLA debug option: checked below
+
+
+def compiler_options_problem():
+    """None when this jax's XLA accepts NO_YNN as a compile option; else what it said. The option
+    is experimental: tests/test_jax_kernels.py asserts None, so an upgrade that drops it fails
+    loudly there, while the loop compiles as XLA would by default (same numbers, slower)."""
+    try:
+        jax.jit(lambda x: x.sum(), compiler_options=NO_YNN)(jnp.ones(2)).block_until_ready()
+    except Exception as e:  # XlaRuntimeError / JaxRuntimeError (INVALID_ARGUMENT), TypeError
+        return f"jax {jax.__version__} does not take the compile option {NO_YNN}: {str(e).splitlines()[0]}"
+    return None
+
+
+def compiler_options(parameters):
+    """Compile options for the training step of a model with this many parameters on CPU."""
+    if jax.default_backend() != "cpu" or parameters > SMALL_MODEL_PARAMS or compiler_options_problem():
+        return None
+    return NO_YNN
 
 
 def has_primitive(jaxpr, name):
@@ -122,6 +155,8 @@ def _conv(x, k, padding):
     (top, bottom), (left, right) = padding
     if top or bottom or left or right:
         x = jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+    if k.shape[2] * k.shape[3] <= BLOCKED_MAX_CHANNELS:
+        return _blocked_conv(x, k)
     return _im2col_conv(x, k)
 
 
@@ -170,6 +205,65 @@ def _im2col_conv_bwd(res, g):
 
 
 _im2col_conv.defvjp(_im2col_conv_fwd, _im2col_conv_bwd)
+
+
+def _blocks(x, kh, kw):
+    """x (N, H, W, C) -> the (kh+1) x (kw+1) windows at stride 2 of a VALID kh x kw convolution's
+    2 x 2 output blocks, one block a row: (N*h2*w2, (kh+1)(kw+1) C), ordered (p, q, C). An odd
+    output size gets a zero edge, so that its last block is whole."""
+    ho, wo = x.shape[1] - kh + 1, x.shape[2] - kw + 1
+    h2, w2 = (ho + 1) // 2, (wo + 1) // 2
+    if (ho % 2) or (wo % 2):
+        x = jnp.pad(x, ((0, 0), (0, ho % 2), (0, wo % 2), (0, 0)))
+    windows = [x[:, p:p + 2 * h2 - 1:2, q:q + 2 * w2 - 1:2, :] for p in range(kh + 1) for q in range(kw + 1)]
+    return jnp.concatenate(windows, axis=-1).reshape(x.shape[0] * h2 * w2, -1)
+
+
+def _block_kernel(k):
+    """k (kh, kw, Cin, Cout) at the 4 offsets of a 2 x 2 block: ((kh+1)(kw+1) Cin, 4 Cout),
+    rows (p, q, Cin) as _blocks orders a window, columns (block row, block column, Cout)."""
+    at = [jnp.pad(k, ((i, 1 - i), (j, 1 - j), (0, 0), (0, 0))) for i in (0, 1) for j in (0, 1)]
+    return jnp.stack(at, axis=3).reshape(-1, 4 * k.shape[3])
+
+
+@jax.custom_vjp
+def _blocked_conv(x, k):
+    """A VALID, stride-1 convolution computed a 2 x 2 block of outputs at a time: each block's
+    window times the kernel at the block's 4 offsets, one matrix product. For the tutorial's
+    1 -> 4 channels its operands are 16 x 16 where im2col's are 9 x 4 (4 output columns): XLA:CPU
+    vectorises this one (docs/speed.md). An odd output size is computed one larger and cut.
+    x (N, H, W, Cin), k (kh, kw, Cin, Cout) -> (N, H-kh+1, W-kw+1, Cout)."""
+    return _blocked_conv_fwd(x, k)[0]
+
+
+def _blocked_conv_fwd(x, k):
+    kh, kw, _, cout = k.shape
+    n, ho, wo = x.shape[0], x.shape[1] - kh + 1, x.shape[2] - kw + 1
+    h2, w2 = (ho + 1) // 2, (wo + 1) // 2
+    windows = _blocks(x, kh, kw)
+    out = (windows @ _block_kernel(k)).reshape(n, h2, w2, 2, 2, cout)  # (N, h2, w2, 2, 2, Cout)
+    out = out.transpose(0, 1, 3, 2, 4, 5).reshape(n, 2 * h2, 2 * w2, cout)  # (N, 2 h2, 2 w2, Cout)
+    return out[:, :ho, :wo], (windows, k)
+
+
+def _blocked_conv_bwd(res, g):
+    windows, k = res
+    kh, kw, cin, cout = k.shape
+    n, ho, wo, _ = g.shape
+    h2, w2 = (ho + 1) // 2, (wo + 1) // 2
+    # Kernel gradient: windows^T @ the output gradient in blocks, then each offset's share.
+    g_blocks = jnp.pad(g, ((0, 0), (0, 2 * h2 - ho), (0, 2 * w2 - wo), (0, 0)))
+    g_blocks = g_blocks.reshape(n, h2, 2, w2, 2, cout).transpose(0, 1, 3, 2, 4, 5).reshape(-1, 4 * cout)
+    dkmat = (windows.T @ g_blocks).reshape(kh + 1, kw + 1, cin, 4, cout)
+    dk = sum(dkmat[i:i + kh, j:j + kw, :, 2 * i + j] for i in (0, 1) for j in (0, 1))
+    # Input gradient: the full correlation of g with the flipped, transposed kernel (blocked too).
+    # Unused for the first layer, whose input is data: XLA then drops it.
+    g_pad = jnp.pad(g, ((0, 0), (kh - 1, kh - 1), (kw - 1, kw - 1), (0, 0)))
+    dx = _blocked_conv(g_pad, k[::-1, ::-1].transpose(0, 1, 3, 2))  # (N, H, W, Cin)
+    return dx, dk
+
+
+_blocked_conv.defvjp(_blocked_conv_fwd, _blocked_conv_bwd)
 
 
 # ---------------------------------------------------------------- max pooling

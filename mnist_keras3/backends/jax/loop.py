@@ -2,7 +2,8 @@
 in one `lax.scan` call, or (where XLA convolutions remain in the step) one call per step,
 dispatched asynchronously, the host reading the loss once per STEPS_PER_CALL steps. The
 training arrays live on the device and each step gathers its batch there. On CPU the traced step
-has its small convolutions and max pools swapped for faster equivalent kernels (kernels.py)."""
+has its small convolutions and max pools swapped for faster equivalent kernels, and a small model's
+step compiles without XLA's YNNPACK fusions (kernels.py)."""
 
 import jax
 import jax.numpy as jnp
@@ -56,8 +57,10 @@ class Trainer:
         # it keeps (those kernels.py does not swap) 10-15x slower inside the scan's while loop than
         # in straight-line code (docs/speed.md). So: the scan when no XLA convolution is left in
         # the step, else one jitted step per batch. State and sums are donated: updated in place.
-        self._step = jax.jit(step, donate_argnums=(0, 1))
-        self._steps = jax.jit(steps, donate_argnums=(0, 1))
+        # Small models: without XLA:CPU's YNNPACK fusions (kernels.compiler_options).
+        self._options = kernels.compiler_options(model.count_params())
+        self._step = jax.jit(step, donate_argnums=(0, 1), compiler_options=self._options)
+        self._steps = jax.jit(steps, donate_argnums=(0, 1), compiler_options=self._options)
         self._loss_fn, self._grad_fn, self.scan = loss_and_updates, grad_fn, None
         self.state = self._read_state()
 
@@ -102,9 +105,9 @@ class Trainer:
             state = self.state[:2]
             if self.scan:
                 scanned = jax.jit(lambda tr, ntr, bs: jax.lax.scan(
-                    lambda c, b: (c + fn(tr, ntr, b), None), jnp.float32(0), bs)[0])
+                    lambda c, b: (c + fn(tr, ntr, b), None), jnp.float32(0), bs)[0], compiler_options=self._options)
                 return lambda: scanned(*state, jnp.asarray(batches)).block_until_ready()
-            one = jax.jit(fn)
+            one = jax.jit(fn, compiler_options=self._options)
             return lambda: sum(one(*state, b) for b in batches).block_until_ready()
 
         seconds = [timed(program(forward)), timed(program(with_grads)), timed(self.run, batches)]
