@@ -189,6 +189,7 @@ TABLES = [
                                      "docs/benchmarks/best-recipe-3seeds-tf-2cpu.json",
                                      "docs/benchmarks/best-recipe-peers-2cpu.json"), recipes_overview_table),
     ("docs/serving.md", "serve-load", "docs/benchmarks/serve-load-2cpu.json", serve_load_table),
+    ("docs/serving.md", "serve-png-repeats", "docs/benchmarks/serve-png-repeats-2cpu.json", serve_load_table),
 ]
 
 # ---------------------------------------------------------------- markers
