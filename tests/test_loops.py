@@ -163,3 +163,42 @@ def test_bench_profile_prints_each_phase_beside_the_reference(tmp_path):
         assert set(r["ms_per_step"]) == set(loop.PHASES) and r["step_ms"] > 0, r
     assert f"| 16 | {BACKEND} native |" in out.stdout
     assert ("| 16 | plain PyTorch (reference) |" in out.stdout) == torch_here
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="the torch loop's graph passes")
+@pytest.mark.parametrize("name", ["tutorial", "tutorial-bn"])  # no random layers: comparable calls
+def test_torch_trace_simplified_computes_the_same_loss_and_gradients(keras, name):
+    """simplify_trace inlines the traced Keras model and drops its layout copies and no-op casts:
+    it must remove some (else it is dead code) and change no value, loss or gradient."""
+    import warnings
+
+    import torch
+
+    from mnist_keras3 import models
+    from mnist_keras3.backends.torch.loop import _LossAndHits, simplify_trace
+
+    keras.utils.set_random_seed(0)
+    model = models.logits_model(models.build_model(name))
+    net = _LossAndHits(model, keras.losses.CategoricalCrossentropy(from_logits=True))
+    x = torch.rand(8, 28, 28, 1)
+    y = torch.eye(10)[torch.arange(8) % 10]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        plain = torch.jit.trace(net, (x, y), check_trace=False)
+        simple = torch.jit.trace(net, (x, y), check_trace=False)
+    copies, casts = simplify_trace(simple.graph)
+    assert copies > 0 and casts > 0, (copies, casts)
+    assert not simple.graph.findAllNodes("aten::contiguous") and not simple.graph.findAllNodes("prim::CallMethod")
+    state = [v.value.detach().clone() for v in model.non_trainable_variables]
+    results = []
+    for fn in (plain, simple):
+        with torch.no_grad():  # the same BatchNorm statistics going in
+            for v, value in zip(model.non_trainable_variables, state, strict=True):
+                v.value.copy_(value)
+        params = [v.value for v in model.trainable_variables]
+        loss, hits = fn(x, y)
+        results.append((loss.detach(), hits, torch.autograd.grad(loss, params)))
+    (l0, h0, g0), (l1, h1, g1) = results
+    assert torch.equal(l0, l1) and torch.equal(h0, h1)
+    for a, b in zip(g0, g1, strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-7)

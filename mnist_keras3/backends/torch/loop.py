@@ -41,6 +41,8 @@ def private_api_problem():
     missing = [name for name, ok in (
         ("torch._fused_adam_", hasattr(torch, "_fused_adam_")),
         ("torch._C._jit_pass_dce", hasattr(torch._C, "_jit_pass_dce")),
+        ("torch._C._jit_pass_inline", hasattr(torch._C, "_jit_pass_inline")),
+        ("torch._C.parse_schema", hasattr(torch._C, "parse_schema")),
         ("torch._C.Graph.findAllNodes", hasattr(torch._C.Graph, "findAllNodes")),
         *((f"keras.optimizers.Adam.{a}", hasattr(keras.optimizers.Adam, a))
           for a in ("_get_variable_index", "_get_current_learning_rate")),
@@ -61,6 +63,41 @@ class _LossAndHits(torch.nn.Module):
         loss = torch.mean(self.loss_fn(y, logits))
         hits = (logits.argmax(-1) == y.argmax(-1)).sum()
         return loss, hits
+
+
+def simplify_trace(graph):
+    """Inline a traced step's calls into submodules (torch traces the Keras model's forward as a
+    method call of its own, whose graph the passes below would not see), then drop its layout copies
+    and no-op casts; -> (copies, casts) removed. Same values, same gradients (tests/test_loops.py)."""
+    torch._C._jit_pass_inline(graph)
+    return drop_layout_copies(graph), drop_noop_casts(graph)
+
+
+def drop_noop_casts(graph):
+    """Remove `aten::to` nodes that change nothing; return how many.
+
+    Keras's torch backend converts every layer input and weight to the compute dtype and device
+    (`convert_to_tensor`); for float32 on the device they are on already, each is a call that
+    returns its input, traced as a node that costs a dispatch each step. A node goes only when the
+    traced types say it keeps dtype and device and it asks for no copy and no memory format.
+    """
+    removed = 0
+    for node in graph.findAllNodes("aten::to"):
+        src, out = node.inputsAt(0).type(), node.output().type()
+        if not (isinstance(src, torch._C.TensorType) and isinstance(out, torch._C.TensorType)
+                and src.scalarType() is not None and src.scalarType() == out.scalarType()
+                and src.device() is not None and src.device() == out.device()):
+            continue
+        names = [a.name for a in torch._C.parse_schema(node.schema()).arguments]
+        args = dict(zip(names, node.inputs(), strict=False))
+        if any(args[k].node().kind() != "prim::Constant" or args[k].toIValue() not in (None, False)
+               for k in ("copy", "memory_format") if k in args):
+            continue
+        node.output().replaceAllUsesWith(node.inputsAt(0))
+        node.destroy()
+        removed += 1
+    torch._C._jit_pass_dce(graph)
+    return removed
 
 
 def drop_layout_copies(graph):
@@ -157,7 +194,7 @@ class Trainer:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", torch.jit.TracerWarning)
                     fn = torch.jit.trace(self.net, (xb, yb), check_trace=False)
-                drop_layout_copies(fn.graph)
+                simplify_trace(fn.graph)
             except Exception:  # a layer tracing cannot follow: run it eagerly, still correct
                 fn, self.traced = self.net, False
             if self.ddp:
