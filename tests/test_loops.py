@@ -50,7 +50,7 @@ def _pair(keras, optimizer="adam"):
     return training_view(a, cfg), training_view(b, cfg)
 
 
-@pytest.mark.parametrize("optimizer", ["adam", "rmsprop"])  # torch: the fused Adam, and the general path
+@pytest.mark.parametrize("optimizer", ["adam", "rmsprop"])  # torch, tf: the fused Adam, and the general path
 def test_native_steps_make_the_same_updates_as_keras(keras, small_batch, optimizer):
     """Three optimizer steps on the same batches: Keras's train_on_batch vs the native trainer."""
     x, y = small_batch  # 64 real test images
@@ -63,7 +63,7 @@ def test_native_steps_make_the_same_updates_as_keras(keras, small_batch, optimiz
         want_hits += int(np.sum(np.argmax(keras_model.predict_on_batch(x[b]), -1) == np.argmax(y[b], -1)))
         want_loss += keras_model.train_on_batch(x[b], y[b], return_dict=True)["loss"] * len(b)
     trainer = loop.get(BACKEND).Trainer(native_model, x, y)
-    if BACKEND == "torch":
+    if BACKEND in ("torch", "tensorflow"):  # Adam through the framework's own fused kernel
         assert (trainer.fused is not None) == (optimizer == "adam")
     loss_sum, hits, seen = trainer.run(batches)
     trainer.sync()

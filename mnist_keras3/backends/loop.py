@@ -122,6 +122,20 @@ def run_epochs(trainer, model, train_data, val_data, cfg, callbacks=(), initial_
     return history
 
 
+def plain_adam(optimizer, variables):
+    """Whether `optimizer` is Keras's plain Adam, which a backend may compute with its own fused
+    kernel on the optimizer's own moment variables (torch: _fused_adam_, tensorflow: ApplyAdam):
+    no amsgrad, weight decay, clipping, EMA, loss scaling, accumulation or constraints."""
+    import keras
+
+    o = optimizer
+    return (type(o).__name__ == "Adam" and isinstance(o, keras.optimizers.Adam)
+            and not o.amsgrad and o.weight_decay is None and o.use_ema is False
+            and o.clipnorm is None and o.clipvalue is None and o.global_clipnorm is None
+            and o.loss_scale_factor is None and not o.gradient_accumulation_steps
+            and all(v.constraint is None for v in variables))
+
+
 def check_compiled(model):
     """The native loops train what training.py compiles: one Keras loss, plus the optimizer."""
     import keras

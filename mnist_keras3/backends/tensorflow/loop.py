@@ -1,20 +1,56 @@
 """tensorflow: one `tf.function` runs up to STEPS_PER_CALL optimizer steps in a graph loop
-(GradientTape + the Keras optimizer), gathering each batch from the training arrays held on the
-device: one Python round trip per call instead of per step, and no tf.data pipeline.
+(GradientTape + the Keras optimizer; Keras's plain Adam as TensorFlow's ApplyAdam kernel), gathering
+each batch from the training arrays held on the device: one Python round trip per call instead of
+per step, and no tf.data pipeline.
 
 XLA (`jit_compile`) only on a GPU: on CPU, XLA's kernels for these 1- and 4-channel convolutions
 and its max-pool gradient were 2-3x slower than TensorFlow's own (docs/speed.md)."""
 
 import tensorflow as tf
 
-from ..loop import check_compiled, split, timed
+from ..loop import check_compiled, plain_adam, split, timed
 
 DATA_PARALLEL = False  # --distribute data-parallel: MirroredStrategy runs through fit
 
 
 def private_api_problem():
-    """None: this loop uses public tensorflow and Keras APIs only."""
-    return None
+    """What this loop needs beyond tensorflow's and Keras's public APIs (FusedKerasAdam's view of the
+    Keras optimizer), checked; None when all is there. tests/test_auto_loop.py asserts None, so an
+    upgrade that removes one fails loudly there, while `--loop auto` falls back to fit with this message."""
+    import keras
+
+    missing = [f"keras.optimizers.Adam.{a}" for a in ("_get_variable_index", "_get_current_learning_rate")
+               if not hasattr(keras.optimizers.Adam, a)]
+    return f"keras {keras.__version__} lacks {', '.join(missing)}" if missing else None
+
+
+class FusedKerasAdam:
+    """Keras's plain Adam update as TensorFlow's own kernel, one ApplyAdam op per variable on the
+    Keras optimizer's own moment variables (checkpoints and resuming unchanged), where Keras's
+    update_step is about ten graph ops per variable, each paying the graph executor's cost per op.
+    The same arithmetic: m += (g - m)(1 - b1), v += (g^2 - v)(1 - b2), w -= lr sqrt(1 - b2^t) /
+    (1 - b1^t) m / (sqrt(v) + eps) (tested against Keras's update to 1e-6)."""
+
+    def __init__(self, optimizer, variables):
+        self.opt, self.variables = optimizer, variables
+        index = optimizer._get_variable_index
+        self.m = [optimizer._momentums[index(v)] for v in variables]
+        self.v = [optimizer._velocities[index(v)] for v in variables]
+
+    fits = staticmethod(plain_adam)
+
+    def apply(self, grads):
+        """Inside the tf.function: one Adam step for every variable, then iterations += 1."""
+        o = self.opt
+        t = tf.cast(o.iterations + 1, tf.float32)
+        beta_1, beta_2 = tf.constant(o.beta_1, tf.float32), tf.constant(o.beta_2, tf.float32)
+        lr = tf.cast(o._get_current_learning_rate(), tf.float32)
+        for var, m, v, g in zip(self.variables, self.m, self.v, grads, strict=True):
+            tf.raw_ops.ResourceApplyAdam(
+                var=var.value.handle, m=m.value.handle, v=v.value.handle, beta1_power=tf.pow(beta_1, t),
+                beta2_power=tf.pow(beta_2, t), lr=lr, beta1=beta_1, beta2=beta_2,
+                epsilon=tf.constant(o.epsilon, tf.float32), grad=tf.cast(g, tf.float32))
+        o.iterations.assign_add(1)
 
 
 class Trainer:
@@ -30,6 +66,10 @@ class Trainer:
         self.x, self.y = tf.convert_to_tensor(x), tf.convert_to_tensor(y)  # on the device, once
         loss_fn = keras.losses.get(model.loss)
         x_all, y_all = self.x, self.y
+        # float32 variables only: ApplyAdam runs in the variables' dtype (mixed precision: Keras's own)
+        fused = FusedKerasAdam(optimizer, variables) if FusedKerasAdam.fits(optimizer, variables) and all(
+            v.dtype == "float32" for v in variables) else None
+        self.fused = fused
 
         @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32)],
                      jit_compile=bool(tf.config.list_physical_devices("GPU")))
@@ -42,7 +82,10 @@ class Trainer:
                 with tf.GradientTape() as tape:
                     logits = model(xb, training=True)  # the training view's output (training.py)
                     loss = tf.reduce_mean(loss_fn(yb, logits))
-                optimizer.apply(tape.gradient(loss, variables), variables)
+                if fused is not None:
+                    fused.apply(tape.gradient(loss, variables))
+                else:
+                    optimizer.apply(tape.gradient(loss, variables), variables)
                 loss_sum += loss * tf.cast(tf.shape(b)[0], tf.float32)
                 hits += tf.reduce_sum(tf.cast(tf.argmax(logits, -1) == tf.argmax(yb, -1), tf.int64))
             return loss_sum, hits

@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 import torch
 
-from ..loop import PHASES, check_compiled
+from ..loop import PHASES, check_compiled, plain_adam
 
 DATA_PARALLEL = True  # --distribute data-parallel: DDP wraps the traced step when the process group is up
 
@@ -137,14 +137,7 @@ class FusedKerasAdam:
 
     @staticmethod
     def fits(optimizer, variables):
-        import keras
-
-        o = optimizer
-        return (type(o).__name__ == "Adam" and isinstance(o, keras.optimizers.Adam) and hasattr(torch, "_fused_adam_")
-                and not o.amsgrad and o.weight_decay is None and o.use_ema is False
-                and o.clipnorm is None and o.clipvalue is None and o.global_clipnorm is None
-                and o.loss_scale_factor is None and not o.gradient_accumulation_steps
-                and all(v.constraint is None for v in variables))
+        return hasattr(torch, "_fused_adam_") and plain_adam(optimizer, variables)
 
     def apply(self, grads):
         self.t += 1
