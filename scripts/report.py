@@ -183,6 +183,8 @@ TABLES = [
     ("docs/speed.md", "profile-e", "docs/benchmarks/profile-2cpu-e.json", profile_table),
     ("docs/speed.md", "loops-auto-e", "docs/benchmarks/loops-auto-2cpu-2026-11-30e.json", speed_table),
     ("docs/speed.md", "loops-auto-f", "docs/benchmarks/loops-auto-2cpu-2026-11-30f.json", speed_table),
+    ("docs/speed.md", "loops-auto-g", "docs/benchmarks/loops-auto-tta-2cpu-2026-11-30g.json", speed_table),
+    ("docs/speed.md", "tta-g", "docs/benchmarks/loops-auto-tta-2cpu-2026-11-30g.json", tta_table),
     ("docs/speed.md", "recipe-best", "docs/benchmarks/best-recipe-3seeds-tf-2cpu.json", recipe_table),
     ("docs/speed.md", "recipe-best-peers", "docs/benchmarks/best-recipe-peers-2cpu.json", recipe_table),
     ("docs/speed.md", "recipe-best-jax", "docs/benchmarks/best-recipe-3seeds-jax-2cpu.json", recipe_table),
