@@ -67,6 +67,7 @@ SMALL_MODEL_PARAMS = 10_000
 NO_YNN = {"xla_cpu_experimental_ynn_fusion_type": ""}  # an XLA debug option: checked below
 
 
+@functools.cache  # one tiny compile per process, not one per Trainer
 def compiler_options_problem():
     """None when this jax's XLA accepts NO_YNN as a compile option; else what it said. The option
     is experimental: tests/test_jax_kernels.py asserts None, so an upgrade that drops it fails
