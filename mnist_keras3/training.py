@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from . import backends, runs
-from .errors import Interrupted, TrainingError, UsageError
+from .errors import Diverged, Interrupted, MnistKeras3Error, TrainingError, UsageError, brief
 
 
 def build_compiled(cfg, input_shape=(28, 28, 1), num_classes=10, steps_per_epoch=None):
@@ -195,8 +195,8 @@ def check_diverged(run_dir, cfg, history, early, info):
         runs.write_json(run_dir / "metrics.json", {"status": "diverged", "epochs_completed": epochs_done, **info})
         kept = (f"The last good checkpoint is {run_dir / 'checkpoint.keras'} (epoch {epochs_done})"
                 if epochs_done else "No epoch completed, so there is no checkpoint")
-        raise TrainingError(f"the loss became NaN/inf in epoch {epochs_done + 1}, so training stopped. "
-                            f"{kept}. Try a lower --lr.")
+        raise Diverged(f"the loss became NaN/inf in epoch {epochs_done + 1}, so training stopped. "
+                       f"{kept}. Try a lower --lr.")
     return epochs_done, stopped_early
 
 
@@ -253,11 +253,20 @@ def run(cfg, source, resume=None):
 
     cfg, parallel = distribute.setup(cfg)  # before anything touches a device
     scratch = None
+    made = {}  # what _run has made so far: "run_dir" once the folder is this run's, "info"
     try:
         with parallel.scope():
             if parallel.rank:
                 scratch = Path(tempfile.mkdtemp(prefix=f"mnist-keras3-rank{parallel.rank}-"))
-            run_dir = _run(cfg, source, resume, parallel, scratch)
+            try:
+                run_dir = _run(cfg, source, resume, parallel, scratch, made)
+            except Exception as e:
+                error = out_of_memory(e, cfg) or e
+                if scratch is None and made.get("run_dir"):  # rank 0's own folder: say how it ended
+                    record_failure(made["run_dir"], error, made.get("info", {}))
+                if error is e:
+                    raise
+                raise error from e
     finally:
         parallel.finish()
         if scratch is not None:
@@ -265,12 +274,39 @@ def run(cfg, source, resume=None):
     return None if parallel.rank else run_dir
 
 
-def _run(cfg, source, resume, parallel, scratch):
+def out_of_memory(error, cfg):
+    """A TrainingError naming the batch size and the device's memory when `error` is the backend
+    running out of device memory (backends/<name>.is_out_of_memory); None for any other error."""
+    mod = backends.backend_module(cfg.backend)
+    if isinstance(error, MnistKeras3Error) or not mod.is_out_of_memory(error):
+        return None
+    total = mod.device_memory()
+    has = f" ({total / 2**30:.1f} GiB)" if total else ""
+    return TrainingError(f"the {mod.device_name()}{has} ran out of memory with batch_size={cfg.batch_size} "
+                         f"(eval_batch_size={cfg.eval_batch_size}). Use a smaller --batch-size "
+                         f"(and --eval-batch-size). [{type(error).__name__}]")
+
+
+def record_failure(run_dir, error, info):
+    """metrics.json of a run that an error ended: status "failed" with the error's one line, unless
+    the error is one the run records itself or that leaves the folder as it was (a usage error, an
+    interruption, divergence), so a finished or interrupted run's files stay what they were."""
+    if isinstance(error, UsageError | Interrupted | Diverged):
+        return
+    state = run_dir / "checkpoint.json"
+    epochs = runs.read_json(state)["epoch"] if state.is_file() else 0
+    runs.write_json(run_dir / "metrics.json", {
+        "status": "failed", "error": f"{type(error).__name__}: {brief(str(error))}",
+        "expected": isinstance(error, MnistKeras3Error), "epochs_completed": epochs,
+        "checkpoint": "checkpoint.keras" if epochs else None, **info})
+
+
+def _run(cfg, source, resume, parallel, scratch, made):
     from . import models, optimizers, plots  # need keras: only now
     from .backends import loop
 
     distribution = parallel.info
-    info = backends.describe(cfg.backend)
+    info = made["info"] = backends.describe(cfg.backend)
     ran, why = loop.choose(cfg)
     info["loop"] = {"requested": cfg.loop, "ran": ran, "fallback_reason": why}
     chosen = ran + (f" (auto: {why})" if why else " (auto)" if cfg.loop == "auto" else "")
@@ -281,6 +317,7 @@ def _run(cfg, source, resume, parallel, scratch):
     if resume:  # before the data is read: a bad run folder fails at once
         run_dir = Path(resume)
         initial_epoch, history, model = resume_state(run_dir, cfg)
+        made["run_dir"] = run_dir
         print(f"resuming {run_dir} from epoch {initial_epoch}")
 
     ds, train_data, val_data, (x_test, y_test) = load_splits(cfg, parallel)
@@ -294,6 +331,7 @@ def _run(cfg, source, resume, parallel, scratch):
         model = build_compiled(work, ds.input_shape, ds.num_classes,
                                optimizers.steps_per_epoch(len(train_data[0]), work))
         run_dir = runs.new_run_dir(cfg.output_dir, cfg.backend, cfg.model) if scratch is None else scratch
+        made["run_dir"] = run_dir
     if scratch is not None:  # rank > 0: read the resumed run, write nothing there
         run_dir = scratch
     runs.write_text(run_dir / "config.toml", cfg.to_toml())

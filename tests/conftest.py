@@ -20,6 +20,10 @@ MNIST_DIR = Path(os.environ.get("MNIST_KERAS3_DATA") or REPO.parent / "shared" /
 os.environ["MNIST_KERAS3_OFFLINE"] = "1"  # tests never touch the network
 os.environ.setdefault("MNIST_KERAS3_CACHE", tempfile.mkdtemp(prefix="mnist-keras3-cache-"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# On a GPU this process holds the device (the `keras` fixture) while CLI subprocesses start beside
+# it: jax and tensorflow must not take most of its memory up front (they inherit these too).
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
 
 from mnist_keras3 import backends  # noqa: E402  (never imports keras)
 
@@ -77,6 +81,16 @@ def device(keras):
     """The device the session's backend reports ("CPU", or a GPU's name): what a subprocess under
     the same backend reports too, so the suite passes on a GPU machine (scripts/gpu_check.sh)."""
     return backends.describe(BACKEND)["device"]
+
+
+def replay_tolerance(device):
+    """(relative tolerance of losses, absolute one of an accuracy) within which a resumed run replays
+    an uninterrupted one on `device`. The CPU kernels are deterministic: the same figures to float32
+    rounding. A GPU's are not: cuDNN's convolution gradients and XLA's reductions add in an order
+    that varies from run to run, a last-bit difference a step that grows over an epoch's steps; the
+    replay then agrees to about 1e-3, far from the 1e-1-sized change a lost optimizer state or a
+    different shuffle makes (tests/test_faults.py)."""
+    return (1e-5, 1e-4) if device == "CPU" else (1e-3, 2e-3)
 
 
 @pytest.fixture

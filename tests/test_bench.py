@@ -83,14 +83,31 @@ def test_benchmark_runs_end_to_end_and_writes_json(mnist_dir, tmp_path, device):
 
 
 @pytest.mark.e2e
-def test_gpu_check_script_reports_the_device(mnist_dir, device):
-    env = {**os.environ, "PYTHON": sys.executable, "BACKENDS": BACKEND, "LOOPS": "native", "MAX_STEPS": "5",
-           "MNIST_KERAS3_DATA": str(mnist_dir)}
-    out = subprocess.run(["bash", str(REPO / "scripts" / "gpu_check.sh")], capture_output=True, text=True,
-                         timeout=600, env=env)
+def test_gpu_check_script_reports_the_device_and_fails_on_a_failed_job(mnist_dir, device, tmp_path):
+    """scripts/gpu_check.sh (the GPU acceptance run), two of its jobs, capped: a row per job with the
+    device and the loop that ran, a JSON file, and exit 1 when a job fails (an accuracy floor no
+    5-step run reaches)."""
+    env = {**os.environ, "PYTHON": sys.executable, "MNIST_KERAS3_DATA": str(mnist_dir)}
+    script = str(REPO / "scripts" / "gpu_check.sh")
+    # jax2onnx's MaxPool does not run in onnxruntime: export says so and names another backend (test_tools_e2e)
+    tools = "evaluate,predict" if BACKEND == "jax" else "tools"
+    common = ["--backends", BACKEND, "--only", f"tutorial-auto,{tools}", "--max-steps", "200", "--json"]
+    out = subprocess.run(["bash", script, *common, tmp_path / "ok.json", "--min-accuracy", "0.5"],
+                         capture_output=True, text=True, timeout=600, env=env)
     assert out.returncode == 0, out.stdout + out.stderr[-2000:]
+    rows = json.loads((tmp_path / "ok.json").read_text())["rows"]
+    assert [(r["job"], r["result"]) for r in rows] == [("tutorial-auto", "pass"), ("evaluate", "pass"),
+                                                       ("predict", "pass"), ("export-onnx", "pass")][:len(rows)]
+    assert len(rows) == (3 if BACKEND == "jax" else 4), rows
+    assert rows[0]["device"] == device and rows[0]["loop"] == "native" and rows[0]["samples_per_second"] > 0
     line = next(text for text in out.stdout.splitlines() if text.startswith(BACKEND))
-    assert line.split()[:2] == [BACKEND, "native"] and device[:28] in line, (device, line)
+    assert line.split()[:2] == [BACKEND, "tutorial-auto"] and line.endswith("PASS"), line
+    failing = subprocess.run(["bash", script, *common[:3], "tutorial-fit", "--max-steps", "5", "--json",
+                              tmp_path / "bad.json", "--min-accuracy", "0.999"],
+                             capture_output=True, text=True, timeout=600, env=env)
+    assert failing.returncode == 1, failing.stdout + failing.stderr[-2000:]
+    (row,) = json.loads((tmp_path / "bad.json").read_text())["rows"]
+    assert row["result"] == "fail" and row["why"].startswith("test accuracy"), row
 
 
 def test_table_without_the_reference_says_so_instead_of_crashing():

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import BACKEND
+from conftest import BACKEND, replay_tolerance
 
 from mnist_keras3.backends import loop
 from mnist_keras3.config import TrainConfig, build_config
@@ -98,7 +98,7 @@ def test_native_loop_trains_to_the_same_accuracy_as_fit(keras, mnist):
 
 
 @pytest.mark.e2e
-def test_train_cli_native_loop_writes_the_same_run_folder_and_resumes_exactly(cli, mnist_dir, tmp_path):
+def test_train_cli_native_loop_writes_the_same_run_folder_and_resumes_exactly(cli, mnist_dir, tmp_path, device):
     common = ["--loop", "native", "--threads", 1, "--max-steps-per-epoch", 120, "--batch-size", 64,
               "--data-dir", mnist_dir]
     out = cli("train", *common, "--epochs", 1, "--output-dir", tmp_path / "split")
@@ -123,9 +123,10 @@ def test_train_cli_native_loop_writes_the_same_run_folder_and_resumes_exactly(cl
     assert out.returncode == 0, out.stderr[-3000:]
     (whole,) = [p for p in (tmp_path / "whole").iterdir() if p.is_dir()]
     resumed, ref = (json.loads((r / "metrics.json").read_text()) for r in (run, whole))
-    assert resumed["history"]["val_loss"] == pytest.approx(ref["history"]["val_loss"], rel=1e-5)
-    assert resumed["history"]["loss"] == pytest.approx(ref["history"]["loss"], rel=1e-5)
-    assert resumed["test"]["accuracy"] == pytest.approx(ref["test"]["accuracy"], abs=1e-4)
+    rel, acc = replay_tolerance(device)
+    assert resumed["history"]["val_loss"] == pytest.approx(ref["history"]["val_loss"], rel=rel)
+    assert resumed["history"]["loss"] == pytest.approx(ref["history"]["loss"], rel=rel)
+    assert resumed["test"]["accuracy"] == pytest.approx(ref["test"]["accuracy"], abs=acc)
 
 
 def test_profile_splits_a_step_into_its_phases_and_trains_like_run(keras, small_batch):
@@ -180,8 +181,9 @@ def test_torch_trace_simplified_computes_the_same_loss_and_gradients(keras, name
     keras.utils.set_random_seed(0)
     model = models.logits_model(models.build_model(name))
     net = _LossAndHits(model, keras.losses.CategoricalCrossentropy(from_logits=True))
-    x = torch.rand(8, 28, 28, 1)
-    y = torch.eye(10)[torch.arange(8) % 10]
+    # On the device Keras put the model on (an accelerator when there is one), not torch's default CPU.
+    x = keras.ops.convert_to_tensor(np.random.default_rng(0).random((8, 28, 28, 1), "float32"))
+    y = keras.ops.convert_to_tensor(np.eye(10, dtype="float32")[np.arange(8) % 10])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         plain = torch.jit.trace(net, (x, y), check_trace=False)
@@ -199,6 +201,8 @@ def test_torch_trace_simplified_computes_the_same_loss_and_gradients(keras, name
         loss, hits = fn(x, y)
         results.append((loss.detach(), hits, torch.autograd.grad(loss, params)))
     (l0, h0, g0), (l1, h1, g1) = results
-    assert torch.equal(l0, l1) and torch.equal(h0, h1)
+    # Bit for bit on the CPU; a GPU may pick other convolution algorithms for the two graphs.
+    assert torch.equal(h0, h1)
+    torch.testing.assert_close(l1, l0, rtol=1e-6, atol=1e-7)
     for a, b in zip(g0, g1, strict=True):
         torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-7)

@@ -17,6 +17,9 @@ __init__.py (the contract):
   "savedmodel") under this backend, or None where this backend cannot export that format
 - loss_and_grads(model, x, y, from_logits=False) -> (loss, [gradient per trainable weight]): autodiff
   differs per backend
+- is_out_of_memory(error) -> bool: whether an exception is the framework failing to allocate
+  device memory (training.py turns it into one line naming the batch size and the memory)
+- device_memory() -> bytes of the training device's memory (the host's RAM for the CPU), or None
 - set_threads(n) -> None: use n CPU threads for the math (n > 0); call before the first op
 - prepare_data_parallel(devices) -> None: what --distribute data-parallel needs before the
   framework's first op: `devices` > 0 local devices (logical CPU devices where there is no
@@ -109,6 +112,23 @@ def activate(name, threads=0, devices=0, distribute="none"):
         mod.prepare_data_parallel(devices)
     mod.configure_numerics()
     return keras
+
+
+def take_devices(found, asked, kind="devices"):
+    """The first `asked` of the devices `found` (all of them for 0): asking for more than there are
+    is a UsageError naming how many there are, rather than fewer replicas than asked for."""
+    if asked > len(found):
+        raise UsageError(f"Expected --devices at most the {len(found)} {kind} found on this host. "
+                         f"Received: devices={asked}. Pass --devices {len(found)} or fewer (0 for all).")
+    return list(found[:asked] if asked else found)
+
+
+def host_memory():
+    """Bytes of RAM of this host (POSIX), or None where the OS does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 def backend_module(name=None):

@@ -33,6 +33,7 @@ RNG (seeded per epoch by the Reseed callback) and takes its first `steps_per_epo
 last batch may be short, as in `fit`.
 """
 
+import functools
 import importlib
 import math
 
@@ -134,6 +135,28 @@ def plain_adam(optimizer, variables):
             and o.clipnorm is None and o.clipvalue is None and o.global_clipnorm is None
             and o.loss_scale_factor is None and not o.gradient_accumulation_steps
             and all(v.constraint is None for v in variables))
+
+
+KERAS_ADAM_PRIVATE = ("_get_variable_index", "_get_current_learning_rate", "_momentums", "_velocities")
+
+
+@functools.cache  # one check per process: loop.choose asks on every run
+def keras_adam_problem():
+    """What the fused Adams (torch, tensorflow) read of a built keras.optimizers.Adam beyond its public
+    API, checked on a real one, with a constant rate and with a schedule; None when all is there.
+    Instance attributes (the moment lists) exist only once the optimizer is built, hence the build."""
+    import keras
+
+    missing = []
+    for lr in (1e-3, keras.optimizers.schedules.ExponentialDecay(1e-3, 10, 0.5)):
+        opt = keras.optimizers.Adam(learning_rate=lr)
+        var = keras.Variable(np.zeros(2, "float32"))
+        opt.build([var])
+        missing += [f"keras.optimizers.Adam.{a}" for a in KERAS_ADAM_PRIVATE
+                    if not hasattr(opt, a) and f"keras.optimizers.Adam.{a}" not in missing]
+        if not missing and (len(opt._momentums) != 1 or opt._momentums[opt._get_variable_index(var)] is None):
+            missing.append("keras.optimizers.Adam._momentums per variable")
+    return f"keras {keras.__version__} lacks {', '.join(missing)}" if missing else None
 
 
 def check_compiled(model):

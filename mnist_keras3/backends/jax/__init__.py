@@ -4,7 +4,7 @@ import os
 
 import jax
 
-from ...errors import UsageError
+from .. import host_memory, take_devices
 
 
 def framework_version():
@@ -18,12 +18,14 @@ def device_name():
     return getattr(dev, "device_kind", dev.platform)
 
 
-def configure_numerics():
-    # XLA on GPU may use TF32/bf16 passes for float32 matmuls and convolutions by default. Not on
-    # CPU, where "highest" gave the same values to the bit and cost 40 -> 67 ms a training step of
-    # the fast model (docs/speed.md). This starts jax's client: call after set_threads.
-    if jax.default_backend() != "cpu":
-        jax.config.update("jax_default_matmul_precision", "highest")
+def configure_numerics(platform=None):
+    """float32 math in float32. XLA on accelerators may run float32 matmuls and convolutions in
+    TF32/bf16 passes by default, so there the precision is set to "highest". Not on the CPU
+    platform, where XLA computes float32 exactly anyway and "highest" only made the step slower
+    (docs/speed.md). `platform` (default: jax's) lets a CPU test take the accelerator's path. This
+    starts jax's client: call after set_threads."""
+    exact_already = (platform or jax.default_backend()) == "cpu"
+    jax.config.update("jax_default_matmul_precision", None if exact_already else "highest")
 
 
 def configure_serving():
@@ -55,6 +57,17 @@ def loss_and_grads(model, x, y, from_logits=False):
 
     loss, grads = jax.value_and_grad(loss_of)([v.value for v in model.trainable_variables])
     return float(loss), [np.asarray(g) for g in grads]
+
+
+def is_out_of_memory(error):
+    """Whether `error` is XLA failing to allocate: its runtime error with status RESOURCE_EXHAUSTED."""
+    return type(error).__name__ in ("XlaRuntimeError", "JaxRuntimeError") and "RESOURCE_EXHAUSTED" in str(error)
+
+
+def device_memory():
+    """Bytes of memory of jax's first device (its allocator's limit; the host's RAM for the CPU)."""
+    stats = jax.devices()[0].memory_stats() or {}
+    return stats.get("bytes_limit") or host_memory()
 
 
 def set_threads(n):
@@ -106,11 +119,8 @@ def data_parallel(cfg):
     from ...distribute import Parallel
 
     devices = keras.distribution.list_devices()
-    if cfg.devices and jax.process_count() == 1:
-        if cfg.devices > len(devices):
-            raise UsageError(f"Expected --devices at most the {len(devices)} devices jax sees. "
-                             f"Received: devices={cfg.devices}")
-        devices = devices[:cfg.devices]
+    if jax.process_count() == 1:
+        devices = take_devices(devices, cfg.devices, f"{jax.default_backend()} devices jax sees")
     # Over several processes each one is given its own shard (training.load_splits): Keras's
     # auto-sharding is for tf.data datasets, and refuses the arrays fit is given here.
     distribution = keras.distribution.DataParallel(devices=devices, auto_shard_dataset=jax.process_count() == 1)

@@ -1,9 +1,14 @@
 """jax: `model.stateless_call` + `optimizer.stateless_apply` under `jax.jit`: STEPS_PER_CALL steps
-in one `lax.scan` call, or (where XLA convolutions remain in the step) one call per step,
-dispatched asynchronously, the host reading the loss once per STEPS_PER_CALL steps. The
-training arrays live on the device and each step gathers its batch there. On CPU the traced step
-has its small convolutions and max pools swapped for faster equivalent kernels, and a small model's
-step compiles without XLA's YNNPACK fusions (kernels.py)."""
+in one `lax.scan` call, or (where XLA:CPU convolutions remain in the step) one call per step,
+dispatched asynchronously, the host reading the loss once per call. The training arrays live on
+the device and each step gathers its batch there.
+
+The XLA:CPU tuning (kernels.py: small convolutions and max pools swapped for faster equivalent
+kernels, a small model's step compiled without YNNPACK fusions, and one call per step where an XLA
+convolution is left) applies where the step runs on the CPU platform; on any other platform the
+step is XLA's own, always scanned. `Trainer(..., platform=...)` picks either path whatever the
+device, so CPU tests take the path an accelerator takes.
+"""
 
 import jax
 import jax.numpy as jnp
@@ -22,7 +27,7 @@ def private_api_problem():
 
 
 class Trainer:
-    def __init__(self, model, x, y):
+    def __init__(self, model, x, y, platform=None):
         import keras
 
         check_compiled(model)
@@ -39,7 +44,9 @@ class Trainer:
             hits = jnp.sum(jnp.argmax(logits, -1) == jnp.argmax(yb, -1))
             return loss, (non_trainable, hits)
 
-        if jax.default_backend() == "cpu":  # XLA:CPU's kernels for tiny convs are slow: kernels.py
+        # XLA:CPU's kernels for tiny convolutions are slow (kernels.py); other platforms keep XLA's own.
+        self.cpu_tuned = (platform or jax.default_backend()) == "cpu"
+        if self.cpu_tuned:
             loss_and_updates = kernels.rewrite(loss_and_updates)
         grad_fn = jax.value_and_grad(loss_and_updates, has_aux=True)
 
@@ -52,13 +59,12 @@ class Trainer:
         def steps(state, sums, x, y, batches):  # batches: (k, B): k steps in one XLA call
             return jax.lax.scan(lambda carry, b: (step(*carry, x, y, b), None), (state, sums), batches)[0]
 
-        # k steps in one lax.scan cut the host round trips (the tutorial CNN at batch 32: 2.1x the
-        # plain PyTorch loop vs 1.4x stepping one call at a time), but XLA:CPU ran the convolutions
-        # it keeps (those kernels.py does not swap) 10-15x slower inside the scan's while loop than
-        # in straight-line code (docs/speed.md). So: the scan when no XLA convolution is left in
-        # the step, else one jitted step per batch. State and sums are donated: updated in place.
-        # Small models: without XLA:CPU's YNNPACK fusions (kernels.compiler_options).
-        self._options = kernels.compiler_options(model.count_params())
+        # k steps in one lax.scan cut the host round trips, but XLA:CPU runs the convolutions it
+        # keeps (those kernels.py does not swap) far slower inside the scan's while loop than in
+        # straight-line code (docs/speed.md). So on the CPU: the scan when no XLA convolution is left
+        # in the step, else one jitted step per batch. State and sums are donated: updated in place.
+        # Small models on the CPU: without XLA:CPU's YNNPACK fusions (kernels.compiler_options).
+        self._options = kernels.compiler_options(model.count_params()) if self.cpu_tuned else None
         self._step = jax.jit(step, donate_argnums=(0, 1), compiler_options=self._options)
         self._steps = jax.jit(steps, donate_argnums=(0, 1), compiler_options=self._options)
         self._loss_fn, self._grad_fn, self.scan = loss_and_updates, grad_fn, None
@@ -72,6 +78,8 @@ class Trainer:
                      for vs in (m.trainable_variables, m.non_trainable_variables, o.variables))
 
     def _choose(self, batches):
+        if self.scan is None and not self.cpu_tuned:
+            self.scan = True
         if self.scan is None:  # decided once, on the traced step
             b = batches[0]
             program = jax.make_jaxpr(self._grad_fn)(*self.state[:2], self.x[b], self.y[b])

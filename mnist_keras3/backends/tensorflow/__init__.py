@@ -5,6 +5,8 @@ import os
 
 import tensorflow as tf
 
+from .. import host_memory
+
 
 def framework_version():
     return tf.__version__
@@ -44,6 +46,16 @@ def loss_and_grads(model, x, y, from_logits=False):
         loss = keras.losses.CategoricalCrossentropy(from_logits=from_logits)(tf.convert_to_tensor(y), probs)
     grads = tape.gradient(loss, model.trainable_weights)
     return float(loss), [g.numpy() for g in grads]
+
+
+def is_out_of_memory(error):
+    return isinstance(error, tf.errors.ResourceExhaustedError)
+
+
+def device_memory():
+    """Bytes of memory of the device Keras trains on: TensorFlow reports none for a GPU, so None
+    there; the host's RAM for the CPU."""
+    return None if tf.config.list_physical_devices("GPU") else host_memory()
 
 
 def set_threads(n):

@@ -3,12 +3,14 @@
 each batch from the training arrays held on the device: one Python round trip per call instead of
 per step, and no tf.data pipeline.
 
-XLA (`jit_compile`) only on a GPU: on CPU, XLA's kernels for these 1- and 4-channel convolutions
-and its max-pool gradient were 2-3x slower than TensorFlow's own (docs/speed.md)."""
+XLA (`jit_compile`) as Keras decided it when the model was compiled (`model.jit_compile`: "auto"
+is XLA with a GPU, where the model supports it, and not on a CPU-only machine, where XLA's kernels
+for these 1- and 4-channel convolutions and its max-pool gradient were slower than TensorFlow's own:
+docs/speed.md). A model compiled with jit_compile=True takes the XLA path on the CPU too (tested)."""
 
 import tensorflow as tf
 
-from ..loop import check_compiled, plain_adam, split, timed
+from ..loop import check_compiled, keras_adam_problem, plain_adam, split, timed
 
 DATA_PARALLEL = False  # --distribute data-parallel: MirroredStrategy runs through fit
 
@@ -17,11 +19,7 @@ def private_api_problem():
     """What this loop needs beyond tensorflow's and Keras's public APIs (FusedKerasAdam's view of the
     Keras optimizer), checked; None when all is there. tests/test_auto_loop.py asserts None, so an
     upgrade that removes one fails loudly there, while `--loop auto` falls back to fit with this message."""
-    import keras
-
-    missing = [f"keras.optimizers.Adam.{a}" for a in ("_get_variable_index", "_get_current_learning_rate")
-               if not hasattr(keras.optimizers.Adam, a)]
-    return f"keras {keras.__version__} lacks {', '.join(missing)}" if missing else None
+    return keras_adam_problem()
 
 
 class FusedKerasAdam:
@@ -66,13 +64,14 @@ class Trainer:
         self.x, self.y = tf.convert_to_tensor(x), tf.convert_to_tensor(y)  # on the device, once
         loss_fn = keras.losses.get(model.loss)
         x_all, y_all = self.x, self.y
+        jit = bool(model.jit_compile)  # fit's own choice for this model (see the module docstring)
         # float32 variables only: ApplyAdam runs in the variables' dtype (mixed precision: Keras's own)
         fused = FusedKerasAdam(optimizer, variables) if FusedKerasAdam.fits(optimizer, variables) and all(
             v.dtype == "float32" for v in variables) else None
         self.fused = fused
 
         @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32)],
-                     jit_compile=bool(tf.config.list_physical_devices("GPU")))
+                     jit_compile=jit)
         def call(batches):  # (k, B) sample indices; one signature serves every k and B
             loss_sum = tf.constant(0.0)
             hits = tf.constant(0, tf.int64)
@@ -91,10 +90,11 @@ class Trainer:
             return loss_sum, hits
 
         self._call = call
+        self.jit_compile = jit
 
         def program(with_grads):  # the loop above without (part of) the step, for profile()
             @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32)],
-                         jit_compile=bool(tf.config.list_physical_devices("GPU")))
+                         jit_compile=jit)
             def part(batches):
                 total = tf.constant(0.0)
                 for i in tf.range(tf.shape(batches)[0]):

@@ -6,17 +6,25 @@ import os
 import torch
 
 from ...errors import UsageError
+from .. import host_memory
 
 
 def framework_version():
     return torch.__version__
 
 
+def device_type():
+    """The device type Keras's torch backend puts new tensors on ("cuda", "mps", "cpu", ...): its own
+    choice (an accelerator when torch finds one, unless KERAS_TORCH_DEVICE says otherwise), read off
+    a tensor it makes rather than guessed again here."""
+    import keras
+
+    return keras.ops.convert_to_tensor(0.0).device.type
+
+
 def device_name():
-    # Keras's torch backend places tensors on CUDA whenever it is available.
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name(0)
-    return "CPU"
+    kind = device_type()  # torch.cuda and the other accelerators' modules name their device; torch.cpu does not
+    return getattr(torch.get_device_module(kind), "get_device_name", kind.upper)()
 
 
 def configure_numerics():
@@ -54,6 +62,22 @@ def loss_and_grads(model, x, y, from_logits=False):
     return float(loss.detach().cpu()), grads
 
 
+def is_out_of_memory(error):
+    """Whether `error` is torch failing to allocate (an accelerator's OutOfMemoryError, or the CPU
+    allocator's RuntimeError)."""
+    return isinstance(error, torch.OutOfMemoryError) or (
+        isinstance(error, RuntimeError) and "can't allocate memory" in str(error))
+
+
+def device_memory():
+    """Bytes of memory of the device Keras trains on (the host's RAM for the CPU), or None."""
+    kind = device_type()
+    if kind == "cpu":
+        return host_memory()
+    props = getattr(torch.get_device_module(kind), "get_device_properties", None)
+    return getattr(props(), "total_memory", None) if props else None
+
+
 def set_threads(n):
     # Intra-op threads only: the inter-op pool can be sized once per process and is idle here.
     torch.set_num_threads(n)
@@ -69,6 +93,20 @@ def prepare_data_parallel(devices):
 # a rank that died or hangs then stops the rest with an error instead of leaving them waiting forever.
 # torchrun itself stops the other ranks when one exits with an error; this is for the ranks it cannot see.
 TIMEOUT_SECONDS = float(os.environ.get("MNIST_KERAS3_DIST_TIMEOUT", 300))
+
+
+def process_group_plan(device_type, local_rank, device_count):
+    """(torch.distributed backend, device index or None) for a rank on a host with `device_count`
+    accelerators of `device_type` ("cpu" when there is none): one accelerator per process (nccl for
+    CUDA), else gloo on the CPU. More processes on a host than it has accelerators is a UsageError
+    naming how many there are (CPU tests pass any device_type and count)."""
+    if device_type == "cpu":
+        return "gloo", None
+    if local_rank >= device_count:
+        raise UsageError(f"Expected at most one process per {device_type} device: this host has {device_count}. "
+                         f"Received: LOCAL_RANK={local_rank} (torchrun --nproc-per-node {local_rank + 1} or more). "
+                         f"Use --nproc-per-node {device_count}, or CUDA_VISIBLE_DEVICES= to train on the CPU.")
+    return torch.distributed.get_default_backend_for_device(device_type), local_rank
 
 
 def data_parallel(cfg):
@@ -90,10 +128,11 @@ def data_parallel(cfg):
         raise UsageError("Expected --loop native or auto for --distribute data-parallel under torch (DDP wraps "
                          f"the native loop's step; Keras's fit does not run under DDP). Received: loop={cfg.loop!r}"
                          + (f" ({loop.unsupported(cfg)})" if cfg.loop != "fit" else ""))
-    cuda = torch.cuda.is_available()
-    if cuda:  # Keras's torch backend puts tensors on "cuda", the current device: this rank's own
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group("nccl" if cuda else "gloo", timeout=datetime.timedelta(seconds=TIMEOUT_SECONDS))
+    group, index = process_group_plan(device_type(), int(os.environ.get("LOCAL_RANK", "0")),
+                                      torch.accelerator.device_count())
+    if index is not None:  # Keras's torch backend puts tensors on the current device: this rank's own
+        torch.accelerator.set_device_index(index)
+    dist.init_process_group(group, timeout=datetime.timedelta(seconds=TIMEOUT_SECONDS))
     rank = dist.get_rank()
     info.update(world_size=dist.get_world_size(), processes=dist.get_world_size(),
                 process_group=dist.get_backend(), timeout_seconds=TIMEOUT_SECONDS)

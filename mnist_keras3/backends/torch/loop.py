@@ -4,29 +4,32 @@ directly, skipping Keras's per-layer Python call path (most of `fit`'s cost on t
 Keras's plain Adam runs as one fused torch kernel on the Keras optimizer's own variables."""
 
 import math
+import sys
 import time
 import warnings
 
 import numpy as np
 import torch
 
-from ..loop import PHASES, check_compiled, plain_adam
+from ...errors import brief
+from ..loop import PHASES, check_compiled, keras_adam_problem, plain_adam
 
 DATA_PARALLEL = True  # --distribute data-parallel: DDP wraps the traced step when the process group is up
 
 
 class _Clock:
-    """Adds the seconds since the previous mark to phases[name] (nothing when phases is None)."""
+    """Adds the seconds since the previous mark to phases[name] (nothing when phases is None).
+    Kernels on an accelerator run asynchronously: the device's queue is drained before each
+    reading (torch.get_device_module(...).synchronize, which is a no-op for the CPU)."""
 
     def __init__(self, phases, device):
-        self.phases, self.sync = phases, torch.cuda.synchronize if device.type == "cuda" else None
+        self.phases, self.sync = phases, torch.get_device_module(device.type).synchronize
         self.last = time.perf_counter()
 
     def mark(self, name):
         if self.phases is None:
             return
-        if self.sync:
-            self.sync()
+        self.sync()
         now = time.perf_counter()
         self.phases[name] += now - self.last
         self.last = now
@@ -36,18 +39,16 @@ def private_api_problem():
     """What this loop needs beyond torch's and Keras's public APIs, checked; None when all is there.
     tests/test_auto_loop.py asserts None, so a framework upgrade that removes one fails loudly there,
     while `--loop auto` falls back to fit with this message instead of crashing."""
-    import keras
-
     missing = [name for name, ok in (
         ("torch._fused_adam_", hasattr(torch, "_fused_adam_")),
         ("torch._C._jit_pass_dce", hasattr(torch._C, "_jit_pass_dce")),
         ("torch._C._jit_pass_inline", hasattr(torch._C, "_jit_pass_inline")),
         ("torch._C.parse_schema", hasattr(torch._C, "parse_schema")),
         ("torch._C.Graph.findAllNodes", hasattr(torch._C.Graph, "findAllNodes")),
-        *((f"keras.optimizers.Adam.{a}", hasattr(keras.optimizers.Adam, a))
-          for a in ("_get_variable_index", "_get_current_learning_rate")),
     ) if not ok]
-    return f"torch {torch.__version__} / keras {keras.__version__} lack {', '.join(missing)}" if missing else None
+    problems = [f"torch {torch.__version__} lacks {', '.join(missing)}"] if missing else []
+    problems += [p for p in (keras_adam_problem(),) if p]
+    return "; ".join(problems) or None
 
 
 class _LossAndHits(torch.nn.Module):
@@ -115,6 +116,14 @@ def drop_layout_copies(graph):
     return len(nodes)
 
 
+def learning_rate(optimizer, device):
+    """The optimizer's current learning rate as a float32 tensor on `device`, however Keras holds it
+    (a Variable for a constant rate, a tensor for a schedule)."""
+    lr = optimizer._get_current_learning_rate()
+    lr = getattr(lr, "value", lr)  # keras.Variable -> its torch tensor
+    return torch.as_tensor(lr, dtype=torch.float32, device=device)
+
+
 class FusedKerasAdam:
     """Keras's Adam update, computed by torch's fused Adam kernel on the Keras optimizer's own
     moment variables (so checkpoints and resuming are unchanged): one kernel instead of Keras's
@@ -142,8 +151,9 @@ class FusedKerasAdam:
     def apply(self, grads):
         self.t += 1
         self.step_t.fill_(self.t)
-        lr = self.opt._get_current_learning_rate()
-        lr = float(lr) if self.step_t.device.type == "cpu" else lr.to(torch.float32)  # no device sync
+        # A tensor on every device: a Keras Variable for a constant rate, a tensor from a schedule.
+        # torch's fused kernel reads a tensor lr where it runs, so a GPU step never waits on a copy.
+        lr = learning_rate(self.opt, self.step_t.device)
         torch._fused_adam_(self.params, grads, self.m, self.v, [], [self.step_t] * len(self.params),
                            lr=lr, beta1=self.opt.beta_1, beta2=self.opt.beta_2, weight_decay=0.0,
                            eps=self.opt.epsilon / math.sqrt(1 - self.opt.beta_2 ** self.t),
@@ -188,8 +198,11 @@ class Trainer:
                     warnings.simplefilter("ignore", torch.jit.TracerWarning)
                     fn = torch.jit.trace(self.net, (xb, yb), check_trace=False)
                 simplify_trace(fn.graph)
-            except Exception:  # a layer tracing cannot follow: run it eagerly, still correct
+            except Exception as e:  # a layer tracing cannot follow: run it eagerly, still correct, and say so
                 fn, self.traced = self.net, False
+                print(f"warning: torch.jit.trace could not follow this model's training step ({type(e).__name__}: "
+                      f"{brief(str(e))[:200]}); it runs eagerly: the same results, more host time a step.",
+                      file=sys.stderr)
             if self.ddp:
                 # DDP averages the gradients over the ranks during backward (its hooks on the Keras
                 # variables' tensors, which the traced graph shares); made on every rank for each new
