@@ -21,6 +21,8 @@ LOOPS = ("auto", "fit", "native")
 LR_SCHEDULES = ("none", "cosine", "onecycle")
 DATASETS = ("mnist", "fashion_mnist", "cifar10")  # and "folder:PATH"
 DISTRIBUTIONS = ("none", "data-parallel")
+# The model's dtype policy: float32 throughout, or Keras's mixed_bfloat16 (bfloat16 math, float32 weights).
+PRECISIONS = {"float32": "float32", "mixed-bf16": "mixed_bfloat16"}
 
 
 def setting(default, help, fixed_on_resume=False, flag=True):
@@ -61,6 +63,8 @@ class TrainConfig:
     loop: str = setting("auto", f"one of {', '.join(LOOPS)}: the backend's own compiled loop where it "
                         "supports the run's settings (auto), Keras's model.fit, or the native loop")
     threads: int = setting(0, "CPU threads for the backend's math, 0 for the framework's default")
+    precision: str = setting("float32", f"one of {', '.join(PRECISIONS)}: mixed-bf16 computes in bfloat16 on "
+                             "float32 weights (Keras's mixed_bfloat16 policy), for GPUs with bfloat16 units", True)
     dataset: str = setting("mnist", f"one of {', '.join(DATASETS)}, or folder:PATH with one sub-folder "
                            "of images per class", True)
     distribute: str = setting("none", f"one of {', '.join(DISTRIBUTIONS)}: data-parallel on the backend's own "
@@ -97,7 +101,7 @@ class TrainConfig:
         for key, ok in checks.items():
             if not ok:
                 raise UsageError(f"Invalid value for {key}: {getattr(self, key)!r} ({_RULES[key]})")
-        for key, allowed in (("lr_schedule", LR_SCHEDULES), ("distribute", DISTRIBUTIONS)):
+        for key, allowed in (("lr_schedule", LR_SCHEDULES), ("distribute", DISTRIBUTIONS), ("precision", PRECISIONS)):
             if getattr(self, key) not in allowed:
                 raise UsageError(f"Expected {key} among {', '.join(allowed)}. "
                                  f"Received: {key}={getattr(self, key)!r}")

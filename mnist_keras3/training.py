@@ -18,13 +18,23 @@ from .errors import Diverged, Interrupted, MnistKeras3Error, TrainingError, Usag
 
 
 def build_compiled(cfg, input_shape=(28, 28, 1), num_classes=10, steps_per_epoch=None):
-    """A fresh model of cfg.model, seeded, compiled as the tutorial's: optimizer, CCE, accuracy."""
+    """A fresh model of cfg.model in cfg.precision, seeded, compiled as the tutorial's: optimizer,
+    CCE, accuracy."""
     import keras
 
     from . import models, optimizers
 
+    from .config import PRECISIONS
+
     keras.utils.set_random_seed(cfg.seed)
-    model = models.build_model(cfg.model, input_shape, num_classes)
+    # The layers take the policy when they are made and keep it (it is saved with them, so a resumed
+    # or loaded model computes as it trained); the process's global policy is put back after.
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(PRECISIONS[cfg.precision])
+    try:
+        model = models.build_model(cfg.model, input_shape, num_classes)
+    finally:
+        keras.config.set_dtype_policy(previous)
     optimizer = optimizers.build_optimizer(cfg, steps_per_epoch or 1)
     model.compile(optimizer=optimizer, loss="categorical_crossentropy", metrics=["accuracy"])
     return model

@@ -66,7 +66,7 @@ def test_torch_process_group_plan_one_accelerator_per_process_and_gloo_on_cpu(ke
 
 @pytest.mark.parametrize("asked,found", [(2, 0), (3, 2)])
 def test_more_devices_than_there_are_is_one_line_naming_how_many(asked, found):
-    with pytest.raises(UsageError, match=f"at most the {found} gpus found on this host. Received: devices={asked}"):
+    with pytest.raises(UsageError, match=f"at most the {found} gpus. Received: devices={asked}"):
         backends.take_devices(["gpu"] * found, asked, "gpus")
     assert backends.take_devices(["a", "b"], 0) == ["a", "b"] and backends.take_devices(["a", "b"], 1) == ["a"]
 
@@ -215,3 +215,20 @@ def test_loops_check_every_private_attribute_they_read(keras):
         loop.keras_adam_problem.cache_clear()
     for name in ("_momentums", "_velocities", "_get_variable_index", "_get_current_learning_rate"):
         assert name in loop.KERAS_ADAM_PRIVATE
+
+
+@pytest.mark.parametrize("which", ["fit", "native"])
+def test_mixed_bf16_computes_in_bfloat16_on_float32_weights_and_trains(keras, mnist, which):
+    """--precision mixed-bf16 (meant for GPUs with bfloat16 units; the CPU takes the same path, slowly)."""
+    x, y = _subset(mnist, 1024)
+    cfg = TrainConfig(backend=BACKEND, epochs=1, batch_size=64, loop=which, lr=1e-2, precision="mixed-bf16")
+    model = training.build_compiled(cfg, steps_per_epoch=16)
+    conv = model.get_layer("conv1")
+    assert conv.compute_dtype == "bfloat16" and conv.variable_dtype == "float32"
+    assert keras.config.dtype_policy().name == "float32"  # the process's policy is put back
+    view = training.training_view(model, cfg)
+    before = view.evaluate(x, y, batch_size=512, verbose=0, return_dict=True)["loss"]
+    training.fit_model(model, cfg, (x, y), None, callbacks=[], view=view)
+    after = view.evaluate(x, y, batch_size=512, verbose=0, return_dict=True)["loss"]
+    assert all(v.dtype == "float32" for v in model.trainable_variables)
+    assert after < 0.8 * before, (before, after)

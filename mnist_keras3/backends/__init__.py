@@ -114,11 +114,11 @@ def activate(name, threads=0, devices=0, distribute="none"):
     return keras
 
 
-def take_devices(found, asked, kind="devices"):
+def take_devices(found, asked, kind="devices found on this host"):
     """The first `asked` of the devices `found` (all of them for 0): asking for more than there are
     is a UsageError naming how many there are, rather than fewer replicas than asked for."""
     if asked > len(found):
-        raise UsageError(f"Expected --devices at most the {len(found)} {kind} found on this host. "
+        raise UsageError(f"Expected --devices at most the {len(found)} {kind}. "
                          f"Received: devices={asked}. Pass --devices {len(found)} or fewer (0 for all).")
     return list(found[:asked] if asked else found)
 

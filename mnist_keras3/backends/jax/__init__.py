@@ -120,7 +120,7 @@ def data_parallel(cfg):
 
     devices = keras.distribution.list_devices()
     if jax.process_count() == 1:
-        devices = take_devices(devices, cfg.devices, f"{jax.default_backend()} devices jax sees")
+        devices = take_devices(devices, cfg.devices, f"{jax.default_backend()} devices jax sees on this host")
     # Over several processes each one is given its own shard (training.load_splits): Keras's
     # auto-sharding is for tf.data datasets, and refuses the arrays fit is given here.
     distribution = keras.distribution.DataParallel(devices=devices, auto_shard_dataset=jax.process_count() == 1)
