@@ -23,7 +23,6 @@ def build_compiled(cfg, input_shape=(28, 28, 1), num_classes=10, steps_per_epoch
     import keras
 
     from . import models, optimizers
-
     from .config import PRECISIONS
 
     keras.utils.set_random_seed(cfg.seed)
