@@ -73,7 +73,8 @@ def parse_args(argv=None):
     p.add_argument("--recipe", metavar="TOML", help="instead of the speed benchmark, time a config file's "
                    "recipe to 99.0%% and 99.5%% test accuracy under each backend, beside the plain PyTorch "
                    "reference and --peer, e.g. configs/fast.toml (default: none)")
-    p.add_argument("--profile", action="store_true", help="instead of the speed benchmark, split each backend's "
+    p.add_argument("--profile", action=argparse.BooleanOptionalAction, default=False,
+                   help="instead of the speed benchmark, split each backend's "
                    "native loop step (and the reference's) into forward, backward, optimizer and host time "
                    "(ms per step), at each --batch-sizes, median of --rounds groups of --profile-steps steps")
     p.add_argument("--model", default="tutorial", help="--profile: the registered model to profile; the "
@@ -96,7 +97,7 @@ def parse_args(argv=None):
                    help="where the results go (default: runs/benchmark-<time>.json)")
     p.add_argument("--timeout", type=int, default=1800, help="seconds allowed per job (default: %(default)s)")
     p.add_argument("--worker", metavar="JSON", help=argparse.SUPPRESS)  # one job, in a subprocess
-    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    p.add_argument("--debug", action=argparse.BooleanOptionalAction, default=False, help="show tracebacks on errors")
     return p.parse_args(argv)
 
 
