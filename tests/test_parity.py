@@ -154,6 +154,15 @@ def test_accuracy_floor_is_a_fraction(floor):
     assert parse_args(["--accuracy-floor", "auto", "--accuracy-tolerance", "0.7"]).accuracy_tolerance == 0.7
 
 
+def test_accuracy_values_are_numbers_or_auto(capsys):
+    from mnist_keras3.parity.report import parse_args
+
+    with pytest.raises(SystemExit) as exit_:
+        parse_args(["--accuracy-tolerance", "wide"])
+    assert exit_.value.code == 2
+    assert "argument --accuracy-tolerance: Expected a number or auto. Received: 'wide'" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("run,expected", [
     ({"epochs": 2}, (1.0, 0.94)),
     ({"epochs": 3}, (1.0, 0.95)),

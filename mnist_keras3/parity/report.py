@@ -95,7 +95,12 @@ def parse_backends(text):
 
 def auto_or_float(text):
     """An --accuracy-* value: a number, or `auto` (None: the default for the run's length)."""
-    return None if text.strip().lower() == "auto" else float(text)
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"Expected a number or auto. Received: {text!r}") from None
 
 
 def planned_config(args):
