@@ -32,7 +32,7 @@ def parse_args(argv=None):
                    "MNIST_KERAS3_DATA, the cache, then download)")
     p.add_argument("--batch-size", type=int, default=1000, help="prediction batch size (default: 1000)")
     p.add_argument("--top-confusions", type=int, default=5, help="confused pairs to list (default: 5)")
-    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    p.add_argument("--debug", action=argparse.BooleanOptionalAction, default=False, help="show tracebacks on errors")
     args = p.parse_args(argv)
     if args.batch_size < 1:
         raise UsageError(f"Expected --batch-size >= 1. Received: batch_size={args.batch_size}")

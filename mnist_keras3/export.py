@@ -42,7 +42,7 @@ def parse_args(argv=None):
     p.add_argument("--data-dir", help="MNIST for the check of an MNIST model (default: MNIST_KERAS3_DATA, the "
                    "cache, then download); every model is checked on the test set of its own data (its record)")
     p.add_argument("--no-verify", action="store_true", help="keep the export without checking it")
-    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    p.add_argument("--debug", action=argparse.BooleanOptionalAction, default=False, help="show tracebacks on errors")
     return p.parse_args(argv)
 
 

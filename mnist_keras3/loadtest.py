@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import runs
 from .errors import UsageError, run_cli
 
 # kind -> expected status. "oversized" is one byte over the server's --max-upload-mb.
@@ -400,7 +401,7 @@ def summarise(run, elapsed):
 def main(argv=None):
     args = parse_args(argv)
     args.command = "python scripts/loadtest.py " + " ".join(
-        shlex.quote(str(a)) for a in (sys.argv[1:] if argv is None else argv))
+        shlex.quote(runs.relative_arg(str(a))) for a in (sys.argv[1:] if argv is None else argv))
     proc = None
     if args.target.startswith(("http://", "https://")):
         host, port = loopback_url(args.target)
@@ -454,7 +455,8 @@ def measure(args, host, port, pid):
         "client_cpu_s": round(sum(getattr(mine_after, f) - getattr(mine_before, f)
                                   for f in ("ru_utime", "ru_stime")), 2),
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}",
+        # No kernel release: a build string names the host, and the figures are shared.
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.system()}",
         "command": args.command,
     }
 

@@ -25,10 +25,11 @@ def parse_args(argv=None):
     p.add_argument("model", help="a model.keras written by mnist_keras3.train")
     p.add_argument("files", nargs="+", metavar="FILE",
                    help="PNG, JPEG or BMP images, folders of them, or - for one image on stdin")
-    p.add_argument("--json", action="store_true", help="print one JSON document instead of text (default: text)")
+    p.add_argument("--json", action=argparse.BooleanOptionalAction, default=False,
+                   help="print one JSON document instead of text (default: text)")
     p.add_argument("--top", type=int, default=3, help="how many likeliest classes to list (default: 3)")
     p.add_argument("--backend", help="torch, jax or tensorflow (default: KERAS_BACKEND, then the first installed)")
-    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    p.add_argument("--debug", action=argparse.BooleanOptionalAction, default=False, help="show tracebacks on errors")
     args = p.parse_args(argv)
     if args.top < 1:
         raise UsageError(f"Expected --top of at least 1. Received: top={args.top}")

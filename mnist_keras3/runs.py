@@ -154,3 +154,22 @@ def new_run_dir(output_dir, backend, model_name, now=None):
             raise UsageError(f"Cannot create a run folder in {output}: {e.strerror}. "
                              "Pass a writable --output-dir.") from e
     raise UsageError(f"Too many runs named {base}* in {output}.")
+
+
+def relative_path(path, start=None):
+    """`path` as recorded in a file meant to be shared (metrics.json, a benchmark's JSON): relative
+    to `start` (default: the working directory), so no file carries the layout of the machine that
+    wrote it. Relative paths come back unchanged; a path on another drive keeps its last part only."""
+    if path is None or not os.path.isabs(path):
+        return None if path is None else str(path)
+    try:
+        return os.path.relpath(path, start)
+    except ValueError:  # Windows: another drive than `start`
+        return Path(path).name
+
+
+def relative_arg(arg):
+    """One command-line argument as a shared result records it: an absolute path (alone or after
+    `--flag=`) made relative to the working directory (relative_path); anything else unchanged."""
+    flag, eq, value = arg.partition("=") if arg.startswith("--") else ("", "", arg)
+    return flag + eq + relative_path(value) if os.path.isabs(value) else arg

@@ -45,7 +45,8 @@ def parse_args(argv=None):
     p.add_argument("--batch-window-ms", type=float, default=DEFAULT_BATCH_WINDOW_MS,
                    help="longest a prediction waits for others still being preprocessed to join its batch "
                         f"(default: {DEFAULT_BATCH_WINDOW_MS:g})")
-    p.add_argument("--debug", action="store_true", help="show tracebacks on errors, and uvicorn's debug log")
+    p.add_argument("--debug", action=argparse.BooleanOptionalAction, default=False,
+                   help="show tracebacks on errors, and uvicorn's debug log")
     args = p.parse_args(argv)
     if not 0 <= args.port <= 65535:
         raise UsageError(f"Expected --port between 0 and 65535. Received: port={args.port}")

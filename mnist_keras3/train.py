@@ -33,14 +33,16 @@ def parse_args(argv=None):
             continue
         flag, help = "--" + f.name.replace("_", "-"), f"{f.metadata['help']} (default: {f.default})"
         if f.type is bool:  # a switch: given means on; absent leaves the config file's value
-            p.add_argument(flag, action="store_true", default=None, help=help)
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help)
         else:
             kind = next(t for t in (typing.get_args(f.type) or (f.type,)) if t is not type(None))
             p.add_argument(flag, type=kind, help=help)
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last complete epoch")
-    p.add_argument("--dry-run", action="store_true", help="1 epoch of 5 steps: a quick check that everything runs")
-    p.add_argument("--print-config", action="store_true", help="print the resolved config as TOML and exit")
-    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    p.add_argument("--dry-run", action=argparse.BooleanOptionalAction, default=False,
+                   help="1 epoch of 5 steps: a quick check that everything runs")
+    p.add_argument("--print-config", action=argparse.BooleanOptionalAction, default=False,
+                   help="print the resolved config as TOML and exit")
+    p.add_argument("--debug", action=argparse.BooleanOptionalAction, default=False, help="show tracebacks on errors")
     return p.parse_args(argv)
 
 

@@ -216,6 +216,16 @@ def dataset_record(ds, cfg):
     return records.make(ds.name, ds.class_names, ds.input_shape, cfg.seed)
 
 
+def _recorded_path(value):
+    """A path (or a `folder:PATH` dataset) as metrics.json records it: relative to the working
+    directory, so a shared metrics.json says nothing of the machine's layout."""
+    from .data import FOLDER_PREFIX
+
+    if isinstance(value, str) and value.startswith(FOLDER_PREFIX):
+        return FOLDER_PREFIX + runs.relative_path(value[len(FOLDER_PREFIX):])
+    return runs.relative_path(value) if isinstance(value, str | Path) else value
+
+
 def run_metrics(cfg, info, ds, distribution, params, history, test_metrics, seconds, steps, n_train,
                 initial_epoch, early, stopped_early, started, run_dir):
     """The metrics.json of a finished run."""
@@ -234,9 +244,11 @@ def run_metrics(cfg, info, ds, distribution, params, history, test_metrics, seco
         "python": platform.python_version(),
         "model": cfg.model,
         "parameters": params,
-        "dataset": ds.describe() | {k: v for k, v in dataset_record(ds, cfg).items() if k != "dataset"},
+        "dataset": ds.describe() | {"name": _recorded_path(ds.name)}
+        | {k: v for k, v in dataset_record(ds, cfg).items() if k != "dataset"},
         "distribution": distribution,
-        "config": {k: v for k, v in vars(cfg).items()},
+        "config": {k: _recorded_path(v) if k in ("output_dir", "data_dir", "dataset") else v
+                   for k, v in vars(cfg).items()},
         "validation_source": "test set" if not cfg.validation_split
         else f"last {cfg.validation_split:g} of training set",
         "history": history,
@@ -248,7 +260,7 @@ def run_metrics(cfg, info, ds, distribution, params, history, test_metrics, seco
         "train_samples_per_second": round(len(seconds) * min(n_samples, n_train) / train_seconds, 1)
         if train_seconds else None,
         "wall_seconds_this_session": round(time.time() - started, 3),
-        "run_dir": str(run_dir),
+        "run_dir": runs.relative_path(run_dir),
     }
 
 

@@ -1,11 +1,19 @@
-"""Shared test set-up: one backend per session, real MNIST from shared/, never the network.
+"""Shared test set-up: one backend per session, real MNIST found as train finds it, then offline.
 
 The backend is chosen here the way an entry point chooses it (KERAS_BACKEND, else the first
 installed) before any test imports keras. Tests marked with another backend's name are skipped
 with the tox env that runs them; tox gives each backend its own env.
+
+MNIST, once per session (find_mnist): the folder MNIST_KERAS3_DATA names, in any layout train
+accepts; else train's cache; else a verified download into that cache (not under
+MNIST_KERAS3_OFFLINE=1). The tests then read it as a folder of the four gzipped IDX files, named by
+MNIST_KERAS3_DATA for their subprocesses, and never touch the network or the user's cache.
 """
 
+import atexit
+import gzip
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -15,10 +23,7 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-MNIST_DIR = Path(os.environ.get("MNIST_KERAS3_DATA") or REPO.parent / "shared" / "datasets" / "mnist")
 
-os.environ["MNIST_KERAS3_OFFLINE"] = "1"  # tests never touch the network
-os.environ.setdefault("MNIST_KERAS3_CACHE", tempfile.mkdtemp(prefix="mnist-keras3-cache-"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # On a GPU this process holds the device (the `keras` fixture) while CLI subprocesses start beside
 # it: jax and tensorflow must not take most of its memory up front (they inherit these too).
@@ -26,13 +31,60 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
 
 from mnist_keras3 import backends  # noqa: E402  (never imports keras)
+from mnist_keras3.data import mnist as mnist_data  # noqa: E402  (never imports keras)
+from mnist_keras3.errors import DataError  # noqa: E402
 
 BACKEND, _ = backends.resolve_backend()
 os.environ["KERAS_BACKEND"] = BACKEND
 
+# Fetches through the loader in a child process: its Keras source imports keras, which this process
+# must not import before a test asks for it. DataError (nothing found, nothing fetched) is one line.
+FETCH = ("import sys\nfrom mnist_keras3.data import mnist\nfrom mnist_keras3.errors import DataError\n"
+         "try:\n    mnist.load_mnist(verbose=True)\nexcept DataError as e:\n    sys.exit(str(e))\n")
+
+
+def gz_copy(splits):
+    """The verified arrays as the four gzipped IDX files, in a folder removed when the session ends."""
+    folder = Path(tempfile.mkdtemp(prefix="mnist-keras3-mnist-"))
+    atexit.register(shutil.rmtree, folder, True)
+    (x_train, y_train), (x_test, y_test) = splits
+    for name, array in zip(mnist_data.FILES, (x_train, y_train, x_test, y_test), strict=True):
+        (folder / f"{name}.gz").write_bytes(gzip.compress(mnist_data.idx_bytes(array), compresslevel=1, mtime=0))
+    return folder
+
+
+def find_mnist():
+    """(a folder holding the four gzipped IDX files, where it came from) or (None, why not)."""
+    named = os.environ.get(mnist_data.ENV_DATA)
+    if named:  # as train: a folder named explicitly must be good, and nothing else is tried
+        if all((Path(named) / f"{n}.gz").is_file() for n in mnist_data.FILES):
+            return Path(named), f"{mnist_data.ENV_DATA}={named}"  # verified where read
+        try:
+            return gz_copy(mnist_data.read_folder(named)), f"{mnist_data.ENV_DATA}={named}"
+        except DataError as e:
+            return None, f"MNIST from {mnist_data.ENV_DATA}={named}: {e}"
+    cached, how = mnist_data.cache_dir() / "mnist.npz", "the cache"
+    if not cached.is_file():
+        done = subprocess.run([sys.executable, "-c", FETCH], capture_output=True, text=True, timeout=900)
+        if done.returncode:
+            return None, (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
+        how = "a verified download into the cache"
+    try:
+        return gz_copy(mnist_data.read_npz(cached)), f"{how} {cached}"
+    except DataError as e:
+        return None, str(e)
+
+
+MNIST_DIR, MNIST_SOURCE = find_mnist()
+if MNIST_DIR is not None:
+    os.environ[mnist_data.ENV_DATA] = str(MNIST_DIR)  # the tests' subprocesses read this folder
+os.environ[mnist_data.ENV_OFFLINE] = "1"  # from here on, tests never touch the network
+os.environ[mnist_data.ENV_CACHE] = tempfile.mkdtemp(prefix="mnist-keras3-cache-")  # nor the user's cache
+
 
 def pytest_report_header(config):
-    return f"keras backend: {BACKEND} (installed: {', '.join(backends.installed_backends())}); MNIST: {MNIST_DIR}"
+    mnist = f"{MNIST_DIR} (from {MNIST_SOURCE})" if MNIST_DIR else f"not found: {MNIST_SOURCE}"
+    return f"keras backend: {BACKEND} (installed: {', '.join(backends.installed_backends())}); MNIST: {mnist}"
 
 
 CROSS_SKIP = "needs torch, jax and tensorflow installed together: runs in `tox -e cross` (pytest -m cross)"
@@ -55,10 +107,11 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def mnist_dir():
-    if not (MNIST_DIR / "train-images-idx3-ubyte.gz").is_file():
+    """A folder of the four gzipped IDX files of real MNIST (find_mnist)."""
+    if MNIST_DIR is None:
         if os.environ.get("CI"):
-            pytest.fail(f"real MNIST is missing at {MNIST_DIR}; CI must provide it (MNIST_KERAS3_DATA)")
-        pytest.skip(f"real MNIST not found at {MNIST_DIR}; set MNIST_KERAS3_DATA")
+            pytest.fail(f"real MNIST is missing; CI must provide it (MNIST_KERAS3_DATA): {MNIST_SOURCE}")
+        pytest.skip(f"real MNIST not found: {MNIST_SOURCE}")
     return MNIST_DIR
 
 

@@ -58,6 +58,20 @@ def test_bad_benchmark_arguments(argv, match):
         bench.plan(bench.parse_args(argv))
 
 
+@pytest.mark.once  # argument handling only
+def test_results_record_paths_relative_to_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    argv = ["--json", str(tmp_path / "out" / "b.json"), f"--data-dir={tmp_path / 'mnist'}", "--recipe",
+            "configs/fast.toml"]
+    args = bench.parse_args(argv)
+    args.argv = argv
+    assert bench.command_line(args) == ("python -m mnist_keras3.bench --json out/b.json --data-dir=mnist "
+                                        "--recipe configs/fast.toml")
+    settings = bench.settings(args)
+    assert settings["json"] == "out/b.json" and settings["data_dir"] == "mnist"
+    assert settings["recipe"] == "configs/fast.toml" and "argv" not in settings
+
+
 @pytest.mark.e2e
 def test_benchmark_runs_end_to_end_and_writes_json(mnist_dir, tmp_path, device):
     out_json = tmp_path / "b.json"

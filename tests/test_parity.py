@@ -5,7 +5,10 @@ session's backend; the full multi-backend report runs only where all three backe
 """
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -147,7 +150,79 @@ def test_accuracy_floor_is_a_fraction(floor):
 
     with pytest.raises(UsageError, match="Expected --accuracy-floor as a fraction"):
         parse_args(["--accuracy-floor", floor])
-    assert parse_args([]).accuracy_floor == 0.94
+    assert parse_args([]).accuracy_floor is None and parse_args([]).accuracy_tolerance is None  # auto
+    assert parse_args(["--accuracy-floor", "auto", "--accuracy-tolerance", "0.7"]).accuracy_tolerance == 0.7
+
+
+def test_accuracy_values_are_numbers_or_auto(capsys):
+    from mnist_keras3.parity.report import parse_args
+
+    with pytest.raises(SystemExit) as exit_:
+        parse_args(["--accuracy-tolerance", "wide"])
+    assert exit_.value.code == 2
+    assert "argument --accuracy-tolerance: Expected a number or auto. Received: 'wide'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("run,expected", [
+    ({"epochs": 2}, (1.0, 0.94)),
+    ({"epochs": 3}, (1.0, 0.95)),
+    ({"epochs": 4}, (1.0, 0.95)),
+    ({"epochs": 10}, (1.0, 0.96)),
+    ({"epochs": 4, "batch_size": 64}, (1.0, 0.94)),  # 938 steps an epoch: as long as 2 epochs of 32
+    ({"epochs": 40, "max_steps_per_epoch": 100}, (1.0, 0.94)),
+])
+def test_training_floor_and_spread_follow_the_steps_the_run_trains(run, expected):
+    config = {"epochs": 10, "batch_size": 32, "max_steps_per_epoch": 0, "validation_split": 0.0,
+              "dataset": "mnist", **run}
+    assert pc.training_tolerances(config) == expected
+    assert pc.training_tolerances(config, 0.3) == (0.3, expected[1])  # what is given is kept
+    assert pc.training_tolerances(config, None, 0.5) == (expected[0], 0.5)
+
+
+@pytest.mark.parametrize("run,match", [
+    ({"epochs": 1}, r"at least 3,750 steps .* epochs=1, batch_size=32, .* \(1,875 steps\)\. Train longer "
+                    r"\(--epochs 2\)"),
+    ({"epochs": 2, "batch_size": 64}, r"\(1,876 steps\)\. Train longer \(--epochs 4\)"),
+    ({"epochs": 10, "max_steps_per_epoch": 300}, r"\(3,000 steps\)\. Train longer \(--epochs 13\)"),
+    ({"epochs": 10, "dataset": "fashion_mnist"}, "for a run off MNIST"),
+])
+def test_a_run_too_short_to_judge_is_refused_with_the_reason(run, match):
+    config = {"epochs": 10, "batch_size": 32, "max_steps_per_epoch": 0, "validation_split": 0.0,
+              "dataset": "mnist", **run}
+    with pytest.raises(UsageError, match=match):
+        pc.training_tolerances(config)
+    assert pc.training_tolerances(config, 10.0, 0.5) == (10.0, 0.5)  # both given: the user judges
+
+
+def hide_and_run_parity(argv, hidden):
+    """`python -m mnist_keras3.parity argv` in a process where the `hidden` frameworks look uninstalled."""
+    code = ("import sys\nfrom mnist_keras3.parity import report\nfrom mnist_keras3.errors import run_cli\n"
+            f"sys.meta_path[:] = [report._Hide(f, {list(hidden)!r}) if hasattr(f, 'find_spec') else f "
+            "for f in sys.meta_path]\n"
+            f"sys.exit(run_cli(report.main, {[str(a) for a in argv]!r}))\n")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "KERAS_BACKEND": BACKEND})
+
+
+@pytest.mark.once  # the refusals come before any backend is imported
+def test_parity_names_every_missing_backend_before_training_anything(tmp_path):
+    out = tmp_path / "parity"
+    done = hide_and_run_parity(["--epochs", 2, "--output-dir", out], backends.BACKENDS)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stdout == "" and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("error: Expected every compared backend installed here")
+    assert "of which torch, jax, tensorflow are not installed" in done.stderr
+    assert 'pip install "mnist-keras3[torch,jax,tensorflow]"' in done.stderr
+    assert not out.exists()  # nothing trained, nothing written
+
+
+@pytest.mark.once
+def test_parity_refuses_a_run_too_short_before_training_anything(cli, tmp_path):
+    out = tmp_path / "parity"
+    done = cli("parity", "--epochs", 1, "--output-dir", out)
+    assert done.returncode == 2 and done.stdout == "" and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("error: Expected a training run of at least 3,750 steps")
+    assert not out.exists()
 
 
 def test_markdown_lists_failures():
@@ -275,7 +350,9 @@ def test_report_flags_results_made_from_a_perturbed_weight_file(cli, keras, mnis
         folder = tmp_path / f"report-{second}"
         shutil.copytree(results["original"], folder / BACKEND)
         shutil.copytree(results[second], folder / other)
-        done = cli("parity", "--backends", f"{BACKEND},{other}", "--compare-only", "--output-dir", folder)
+        # 30 steps: too short for the default floor and spread; the subject here is the numerics.
+        done = cli("parity", "--backends", f"{BACKEND},{other}", "--compare-only", "--output-dir", folder,
+                   "--accuracy-tolerance", 100, "--accuracy-floor", 0)
         return done, json.loads((folder / "parity.json").read_text()), (folder / "parity.md").read_text()
 
     _, same, _ = report("original")

@@ -35,6 +35,9 @@ def test_train_cli_learns_and_writes_a_complete_run(cli, mnist_dir, tmp_path, ke
     assert metrics["parameters"]["total"] == 1198
     assert len(metrics["history"]["loss"]) == 2 and metrics["train_samples_per_second"] > 0
     assert metrics["device"] == device
+    # Shareable: the run folder and --output-dir relative to the working directory, not absolute.
+    assert not os.path.isabs(metrics["run_dir"]) and (Path.cwd() / metrics["run_dir"]).resolve() == run.resolve()
+    assert not os.path.isabs(metrics["config"]["output_dir"]) and not os.path.isabs(metrics["config"]["data_dir"])
 
     cfg = tomllib.loads((run / "config.toml").read_text())
     assert cfg["backend"] == BACKEND and cfg["epochs"] == 2 and cfg["batch_size"] == 64

@@ -38,7 +38,7 @@ import subprocess
 import sys
 import time
 
-from .. import backends
+from .. import backends, runs
 from ..config import LOOPS
 from ..errors import UsageError
 from . import tables
@@ -73,7 +73,8 @@ def parse_args(argv=None):
     p.add_argument("--recipe", metavar="TOML", help="instead of the speed benchmark, time a config file's "
                    "recipe to 99.0%% and 99.5%% test accuracy under each backend, beside the plain PyTorch "
                    "reference and --peer, e.g. configs/fast.toml (default: none)")
-    p.add_argument("--profile", action="store_true", help="instead of the speed benchmark, split each backend's "
+    p.add_argument("--profile", action=argparse.BooleanOptionalAction, default=False,
+                   help="instead of the speed benchmark, split each backend's "
                    "native loop step (and the reference's) into forward, backward, optimizer and host time "
                    "(ms per step), at each --batch-sizes, median of --rounds groups of --profile-steps steps")
     p.add_argument("--model", default="tutorial", help="--profile: the registered model to profile; the "
@@ -96,7 +97,7 @@ def parse_args(argv=None):
                    help="where the results go (default: runs/benchmark-<time>.json)")
     p.add_argument("--timeout", type=int, default=1800, help="seconds allowed per job (default: %(default)s)")
     p.add_argument("--worker", metavar="JSON", help=argparse.SUPPRESS)  # one job, in a subprocess
-    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    p.add_argument("--debug", action=argparse.BooleanOptionalAction, default=False, help="show tracebacks on errors")
     return p.parse_args(argv)
 
 
@@ -376,7 +377,7 @@ def run_recipes(args, names, info):
         if "versions" in r:
             versions.setdefault(r["backend"] if r["role"] != "reference" else "reference", r["versions"])
     result = {"benchmark": "recipe", "command": command_line(args), "machine": info, "versions": versions,
-              "settings": {k: v for k, v in vars(args).items() if k not in ("worker", "argv")}, "marks": list(MARKS),
+              "settings": settings(args), "marks": list(MARKS),
               "recipe": {"file": args.recipe, "config": recipe_cfg},
               "peer": {"file": peer_file, "config": peer_cfg} if peer_cfg else None,
               "reference": {"unsupported": ref_note}, "summary": rows, "runs": runs, "markdown": table}
@@ -409,12 +410,18 @@ def run_profiles(args, jobs, info):
             "forward and gradients; the step): their optimizer column includes the little host work of a call."]
     table = "\n".join(out)
     return table, {"benchmark": "profile", "command": command_line(args), "machine": info,
-                   "settings": {k: v for k, v in vars(args).items() if k not in ("worker", "argv")},
+                   "settings": settings(args),
                    "rows": rows, "markdown": table}
 
 
 def command_line(args):
-    return "python -m mnist_keras3.bench " + shlex.join(args.argv)
+    return "python -m mnist_keras3.bench " + shlex.join(runs.relative_arg(a) for a in args.argv)
+
+
+def settings(args):
+    """The parsed flags as the results record them (paths relative, as in command_line)."""
+    return {k: runs.relative_arg(v) if isinstance(v, str) else v for k, v in vars(args).items()
+            if k not in ("worker", "argv")}
 
 
 def main(argv=None):
@@ -469,7 +476,7 @@ def main(argv=None):
     table = markdown(rows, tta, info, args)
     print("\n" + table)
     write_results(args.json, {"benchmark": "speed", "command": command_line(args), "machine": info,
-                              "settings": {k: v for k, v in vars(args).items() if k not in ("worker", "argv")},
+                              "settings": settings(args),
                               "summary": rows, "time_to_accuracy": tta, "raw": speed, "markdown": table})
     return 0
 

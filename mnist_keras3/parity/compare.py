@@ -6,11 +6,13 @@ tolerance (what it had to meet) and detail (where it failed, when it did).
 """
 
 import itertools
+import math
 from pathlib import Path
 
 import numpy as np
 
 from .. import runs
+from ..errors import UsageError
 
 LEVELS = {1: "structure", 2: "numerics", 3: "portability", 4: "training"}
 
@@ -166,6 +168,50 @@ def compare_portability(predictions, errors):
 
 
 # ---------------------------------------------------------------- 4. training
+
+MNIST_TRAIN_IMAGES = 60000
+# The training level's defaults, by the optimizer steps of the run (epochs x steps per epoch): the
+# lowest test accuracy each backend must reach and the widest spread allowed between them. They
+# follow the tutorial model's test accuracy after each epoch of batch 32 under the three backends
+# (docs/parity.md, "How long a run the training level needs"). A run shorter than the first row is
+# refused: after one epoch the backends still differ too much for a spread to tell a broken one
+# from an unlucky one.
+TRAINING_DEFAULTS = (  # (at least this many steps, floor as a fraction, spread in percentage points)
+    (3750, 0.94, 1.0),
+    (5625, 0.95, 1.0),
+    (9375, 0.96, 1.0),
+)
+
+
+def training_steps(config):
+    """(optimizer steps of the run, steps per epoch) of a train config (TrainConfig's fields) on MNIST."""
+    images = MNIST_TRAIN_IMAGES - int(round(MNIST_TRAIN_IMAGES * (config.get("validation_split") or 0)))
+    per_epoch = math.ceil(images / config["batch_size"])
+    if config.get("max_steps_per_epoch"):
+        per_epoch = min(per_epoch, config["max_steps_per_epoch"])
+    return config["epochs"] * per_epoch, per_epoch
+
+
+def training_tolerances(config, tol_pp=None, floor=None):
+    """(spread in pp, floor) of the training level: the ones given, else TRAINING_DEFAULTS for the
+    run's steps. A UsageError, with the reason, for a run too short (or not on MNIST) to judge."""
+    if tol_pp is not None and floor is not None:
+        return tol_pp, floor
+    steps, per_epoch = training_steps(config)
+    shortest = TRAINING_DEFAULTS[0][0]
+    received = (f"Received: epochs={config['epochs']}, batch_size={config['batch_size']}, max_steps_per_epoch="
+                f"{config.get('max_steps_per_epoch') or 0}, dataset={config.get('dataset', 'mnist')!r}")
+    if config.get("dataset", "mnist") != "mnist":
+        raise UsageError(f"Expected --accuracy-floor and --accuracy-tolerance for a run off MNIST: the defaults "
+                         f"are measured on MNIST (docs/parity.md). {received}")
+    if steps < shortest:
+        raise UsageError(f"Expected a training run of at least {shortest:,} steps for the default accuracy floor "
+                         f"and spread: shorter, the backends' test accuracies still differ too much to judge "
+                         f"(docs/parity.md). {received} ({steps:,} steps). Train longer (--epochs "
+                         f"{math.ceil(shortest / per_epoch)}), or give --accuracy-floor and --accuracy-tolerance.")
+    _, auto_floor, auto_tol = [row for row in TRAINING_DEFAULTS if steps >= row[0]][-1]
+    return (auto_tol if tol_pp is None else tol_pp), (auto_floor if floor is None else floor)
+
 
 def compare_training(runs, tol_pp=0.5, floor=None):
     """runs: {backend: {"accuracy": test accuracy, "config": train config}}.

@@ -48,7 +48,7 @@ def add_training_args(p):
                    help="cap on training steps per epoch, 0 for none (default: the config's, else 0)")
     p.add_argument("--data-dir", help="folder with the MNIST files (default: MNIST_KERAS3_DATA, then the cache)")
     p.add_argument("--output-dir", default=DEFAULT_OUTPUT, help=f"results folder (default: {DEFAULT_OUTPUT})")
-    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    p.add_argument("--debug", action=argparse.BooleanOptionalAction, default=False, help="show tracebacks on errors")
 
 
 def parse_seeds(text):
@@ -93,6 +93,38 @@ def parse_backends(text):
     return names
 
 
+def auto_or_float(text):
+    """An --accuracy-* value: a number, or `auto` (None: the default for the run's length)."""
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"Expected a number or auto. Received: {text!r}") from None
+
+
+def planned_config(args):
+    """The train config the workers will run (the flags over --config over train's defaults), so that
+    what depends on it is checked before anything trains."""
+    from ..config import build_config
+
+    return vars(build_config(args.config, {"model": args.model, "epochs": args.epochs, "seed": args.seed,
+                                           "batch_size": args.batch_size,
+                                           "max_steps_per_epoch": args.max_steps_per_epoch}))
+
+
+def check_installed(names, pythons):
+    """UsageError, before any training, naming every backend this interpreter would run but lacks."""
+    missing = [b for b in names if pythons[b] == sys.executable and not backends.is_installed(b)]
+    if missing:
+        raise UsageError(f"Expected every compared backend installed here: each trains and is checked in its own "
+                         f"subprocess of this Python. Received: backends={','.join(names)}, of which "
+                         f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not installed. Install "
+                         f"them (pip install \"mnist-keras3[{','.join(missing)}]\"), compare fewer with --backends, "
+                         f"or give each its own interpreter with --python BACKEND=PATH (tox -e {missing[0]} "
+                         f"leaves one).")
+
+
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="python -m mnist_keras3.parity", description=__doc__.split("\n")[0],
                                 epilog="Subcommands run one backend's part: "
@@ -100,10 +132,10 @@ def parse_args(argv):
     p.add_argument("--backends", default=",".join(backends.BACKENDS),
                    help=f"backends to compare; the first is the reference (default: {','.join(backends.BACKENDS)})")
     add_training_args(p)
-    p.add_argument("--reuse", action="store_true",
+    p.add_argument("--reuse", action=argparse.BooleanOptionalAction, default=False,
                    help="keep each backend's earlier worker result in --output-dir (and its interpreter, as "
                         "tox envs leave them); train only those missing")
-    p.add_argument("--compare-only", action="store_true",
+    p.add_argument("--compare-only", action=argparse.BooleanOptionalAction, default=False,
                    help="only compare the worker and check results already in --output-dir")
     p.add_argument("--python", action="append", default=[], metavar="BACKEND=PATH",
                    help="interpreter for one backend's subprocesses (default: this one, or with --reuse the "
@@ -117,15 +149,16 @@ def parse_args(argv):
                    help="max |difference| of probabilities (default: 1e-05)")
     p.add_argument("--rel-tolerance", type=float, default=1e-4,
                    help="relative difference of loss and gradients (default: 0.0001)")
-    p.add_argument("--accuracy-tolerance", type=float, default=0.5,
-                   help="max spread of test accuracy in percentage points (default: 0.5)")
-    p.add_argument("--accuracy-floor", type=float, default=0.94,
+    p.add_argument("--accuracy-tolerance", type=auto_or_float, default=None, metavar="PP",
+                   help="max spread of test accuracy in percentage points (default: auto: from the run's "
+                        "training steps, docs/parity.md; a run too short to judge is refused)")
+    p.add_argument("--accuracy-floor", type=auto_or_float, default=None, metavar="FRACTION",
                    help="test accuracy each backend's training run must reach, a fraction; 0 for none "
-                        "(default: 0.94, what the tutorial model reaches after 2 epochs)")
+                        "(default: auto, as --accuracy-tolerance)")
     args = p.parse_args(argv)
     args.backends = parse_backends(args.backends)
     parse_seeds(args.seeds)
-    if not 0 <= args.accuracy_floor < 1:
+    if args.accuracy_floor is not None and not 0 <= args.accuracy_floor < 1:
         raise UsageError(f"Expected --accuracy-floor as a fraction in [0, 1), 0 for none. "
                          f"Received: accuracy_floor={args.accuracy_floor}")
     if not 1 <= args.images <= 10000 or not 1 <= args.grad_batch <= args.images:
@@ -153,7 +186,8 @@ def parse_sub_args(command, argv):
         p.add_argument("--no-isolate", action="store_true",
                        help="let this process import the other backends' frameworks (default: hidden, "
                             "as if only --backend were installed)")
-        p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+        p.add_argument("--debug", action=argparse.BooleanOptionalAction, default=False,
+                       help="show tracebacks on errors")
     return p.parse_args(argv)
 
 
@@ -242,6 +276,8 @@ def compare(out, names, args):
         raise UsageError(f"Missing parity results: {', '.join(missing)}. Run the report without --compare-only "
                          "(or `tox -e <backend>` for the backend).")
     workers = {b: runs.read_json(out / b / "worker.json") for b in names}
+    tolerance, floor = pc.training_tolerances(workers[names[0]]["training"]["config"], args.accuracy_tolerance,
+                                              args.accuracy_floor)
     checks_read = {b: pc.read_check(out / b) for b in names}
 
     checks = pc.compare_structure({b: w["structure"] for b, w in workers.items()})
@@ -261,9 +297,8 @@ def compare(out, names, args):
     checks += pc.compare_training({b: {"accuracy": w["training"]["test"]["accuracy"],
                                        "config": w["training"]["config"],
                                        "test_curve": test_curve(out / b, w)} for b, w in workers.items()},
-                                  args.accuracy_tolerance, args.accuracy_floor)
-    checks += pc.compare_seeds({b: w["training"].get("seed_sweep") or {} for b, w in workers.items()},
-                               args.accuracy_floor)
+                                  tolerance, floor)
+    checks += pc.compare_seeds({b: w["training"].get("seed_sweep") or {} for b, w in workers.items()}, floor)
     infos = {b: {**w["info"], "accuracy": w["training"]["test"]["accuracy"],
                  "train_seconds": w["training"]["train_seconds"]} for b, w in workers.items()}
     md = pc.markdown(checks, names, matrix, infos)
@@ -273,7 +308,7 @@ def compare(out, names, args):
         "reference": names[0],
         "weights": checks_read[names[0]][0]["weights"],
         "tolerances": {"probabilities": args.prob_tolerance, "relative": args.rel_tolerance,
-                       "accuracy_pp": args.accuracy_tolerance, "accuracy_floor": args.accuracy_floor},
+                       "accuracy_pp": tolerance, "accuracy_floor": floor},
         "checks": checks,
         "portability": {f"{a}->{b}": v for (a, b), v in matrix.items()},
         "backend_info": infos,
@@ -290,15 +325,16 @@ def main(argv=None):
     out = Path(args.output_dir)
     names = args.backends
     if not args.compare_only:
-        out.mkdir(parents=True, exist_ok=True)
+        # Everything that can refuse the run does so before the first backend trains.
+        if not (args.reuse and all((out / b / "worker.json").is_file() for b in names)):
+            pc.training_tolerances(planned_config(args), args.accuracy_tolerance, args.accuracy_floor)
         pythons = interpreters(args, out)
+        check_installed(names, pythons)
+        out.mkdir(parents=True, exist_ok=True)
         for b in names:  # one at a time: training runs get the machine to themselves
             if args.reuse and (out / b / "worker.json").is_file():
                 print(f"[{b}] reusing {out / b / 'worker.json'}", flush=True)
                 continue
-            if pythons[b] == sys.executable and not backends.is_installed(b):
-                raise UsageError(f"No {b} results in {out} and the {b} backend is not installed here. "
-                                 f"Run `tox -e {b}` first, or install it: pip install \"mnist-keras3[{b}]\"")
             run_step(pythons[b], "worker", b,
                      [*training_args(args), "--seeds", args.seeds, "--output-dir", str(out)])
         weights = out / names[0] / "model.weights.h5"  # the reference backend's trained weights
