@@ -141,15 +141,14 @@ def resume_state(run_dir, cfg):
     complete epoch, or one that already ran cfg.epochs, is a UsageError (before any data is read)."""
     import keras
 
-    state_path = run_dir / "checkpoint.json"
-    if not state_path.is_file():
+    state = runs.checkpoint_state(run_dir)
+    if state is None:
         raise UsageError(f"{run_dir} has no checkpoint to resume from (no complete epoch was saved).")
-    state = runs.read_json(state_path)
     initial_epoch, history = int(state["epoch"]), state["history"]
     if initial_epoch >= cfg.epochs:
         raise UsageError(f"{run_dir} already finished {initial_epoch} of {cfg.epochs} epochs; "
                          "pass a larger --epochs to train on.")
-    model = load_checkpoint(run_dir / "checkpoint.keras")
+    model = load_checkpoint(run_dir / runs.CHECKPOINT)
     # Seeded as a fresh run is: what fit draws before the first epoch's reseed (tf.data's
     # shuffle stream under tensorflow) is then the same on every resume of this run.
     keras.utils.set_random_seed(cfg.seed)
@@ -179,7 +178,7 @@ def check_interrupted(run_dir, stopper):
     """Interrupted (naming what is saved and how to resume) when a signal stopped training;
     `stopper` is None after a second Ctrl-C, which stops at once, mid-batch."""
     if stopper is None or stopper.signal_name:
-        state = runs.read_json(run_dir / "checkpoint.json") if (run_dir / "checkpoint.json").is_file() else None
+        state = runs.checkpoint_state(run_dir)
         done = f"epoch {state['epoch']} is saved" if state else "no epoch was complete, so nothing is saved"
         why = stopper.signal_name if stopper else "SIGINT"
         raise Interrupted(f"training stopped by {why}; {done}. Resume with: python -m mnist_keras3.train "
@@ -192,8 +191,8 @@ def check_diverged(run_dir, cfg, history, early, info):
     epochs_done = len(history.get("loss", []))
     stopped_early = early is not None and early.stopped_epoch > 0
     if epochs_done < cfg.epochs and not stopped_early:  # TerminateOnNaN stopped fit: the loss diverged
-        runs.write_json(run_dir / "metrics.json", {"status": "diverged", "epochs_completed": epochs_done, **info})
-        kept = (f"The last good checkpoint is {run_dir / 'checkpoint.keras'} (epoch {epochs_done})"
+        runs.write_metrics(run_dir, {"status": "diverged", "epochs_completed": epochs_done, **info})
+        kept = (f"The last good checkpoint is {run_dir / runs.CHECKPOINT} (epoch {epochs_done})"
                 if epochs_done else "No epoch completed, so there is no checkpoint")
         raise TrainingError(f"the loss became NaN/inf in epoch {epochs_done + 1}, so training stopped. "
                             f"{kept}. Try a lower --lr.")
@@ -296,7 +295,7 @@ def _run(cfg, source, resume, parallel, scratch):
         run_dir = runs.new_run_dir(cfg.output_dir, cfg.backend, cfg.model) if scratch is None else scratch
     if scratch is not None:  # rank > 0: read the resumed run, write nothing there
         run_dir = scratch
-    runs.write_text(run_dir / "config.toml", cfg.to_toml())
+    runs.write_config(run_dir, cfg.to_toml())
     params = models.parameter_counts(model)
     print(f"model {cfg.model}: {params['total']:,} parameters ({params['trainable']:,} trainable) | run {run_dir}")
 
@@ -314,7 +313,7 @@ def _run(cfg, source, resume, parallel, scratch):
     test_metrics = test(view, x_test, y_test, work)
     # Every rank goes on in step with rank 0, into its own folder: under jax over several processes
     # each predict (the pictures) is a computation of all of them.
-    runs.save_model(model, run_dir / "model.keras", dataset_record(ds, cfg))
+    runs.save_model(model, run_dir / runs.MODEL, dataset_record(ds, cfg))
     if early is not None:  # Keras restores the kept weights at the end, stopped early or not
         print(f"early stopping (patience {cfg.early_stopping}): " + (
             f"val_loss stopped improving, stopped after epoch {epochs_done}" if stopped_early else
@@ -323,7 +322,7 @@ def _run(cfg, source, resume, parallel, scratch):
     metrics = run_metrics(cfg, info, ds, distribution, params, history, test_metrics, seconds, steps,
                           len(train_data[0]) * (parallel.processes if parallel.feeds_shard else 1),
                           initial_epoch, early, stopped_early, started, run_dir)
-    runs.write_json(run_dir / "metrics.json", metrics)
+    runs.write_metrics(run_dir, metrics)
     if parallel.feeds_shard:
         # jax over several processes: Keras's predict cannot bring the batch-sharded predictions of
         # the other processes back as numpy, so samples.png is left out; the curves need none.

@@ -39,7 +39,7 @@ except ImportError:  # pragma: no cover
     from multipart.exceptions import FormParserError
     from multipart.multipart import MultipartParser, parse_options_header
 
-from . import images
+from . import images, runs
 
 STATIC = Path(__file__).with_name("static")
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # a phone photo fits; the whole request body is capped at this
@@ -210,21 +210,20 @@ def model_info(model_path, model):
     path = Path(model_path)
     info = {**backends.describe(), "model_file": str(path), "model_name": model.name,
             "parameters": parameter_counts(model)["total"], "run": None}
-    metrics_path = path.with_name("metrics.json")
-    if metrics_path.is_file():
-        try:
-            metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
-            test = metrics.get("test") or {}
-            info["run"] = {
-                "folder": path.parent.name,
-                "trained_under": metrics.get("backend"),
-                "model": metrics.get("model"),
-                "epochs": len((metrics.get("history") or {}).get("loss", [])) or None,
-                "test_accuracy": test.get("accuracy"),
-                "test_loss": test.get("loss"),
-            }
-        except (OSError, ValueError, AttributeError) as e:  # a damaged metrics.json must not stop serving
-            info["run_error"] = f"{metrics_path}: unreadable ({type(e).__name__})"
+    unreadable = []  # a damaged metrics.json must not stop serving: it is reported instead
+    metrics = runs.read_metrics(path.parent, errors=unreadable)
+    if unreadable:
+        info["run_error"] = unreadable[0]
+    if metrics is not None:
+        test = metrics.get("test") or {}
+        info["run"] = {
+            "folder": path.parent.name,
+            "trained_under": metrics.get("backend"),
+            "model": metrics.get("model"),
+            "epochs": len((metrics.get("history") or {}).get("loss", [])) or None,
+            "test_accuracy": test.get("accuracy"),
+            "test_loss": test.get("loss"),
+        }
     return info
 
 
