@@ -5,6 +5,7 @@ installed) before any test imports keras. Tests marked with another backend's na
 with the tox env that runs them; tox gives each backend its own env.
 """
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -25,6 +26,14 @@ from mnist_keras3 import backends  # noqa: E402  (never imports keras)
 
 BACKEND, _ = backends.resolve_backend()
 os.environ["KERAS_BACKEND"] = BACKEND
+
+
+def load_script(name):
+    """scripts/<name>.py as a module: the tools there are scripts, not part of the package."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def pytest_report_header(config):

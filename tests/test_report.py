@@ -1,20 +1,18 @@
 """scripts/report.py: the result tables in README.md and docs/ are rendered from the committed JSON."""
 
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
+
+from conftest import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "report.py"
 
 
 def _report():
-    spec = importlib.util.spec_from_file_location("report", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("report")
 
 
 def test_committed_tables_match_their_json():

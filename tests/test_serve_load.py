@@ -11,11 +11,12 @@ import sys
 import time
 
 import pytest
-from conftest import BACKEND
+from conftest import BACKEND, load_script
 from serving import free_port, get_json, trained_model
 
-from mnist_keras3 import loadtest
 from mnist_keras3.errors import UsageError
+
+loadtest = load_script("loadtest")
 
 pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install 'mnist-keras3[serve]')")
 # The HTTP layer, batching and shutdown are the same under every backend (each backend's inference:
