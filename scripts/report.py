@@ -28,13 +28,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the checkout's package, installed or not
-from mnist_keras3.bench.tables import profile_table, speed_table, tta_table  # noqa: E402  (stdlib only)
+from mnist_keras3.bench import tables  # noqa: E402  (stdlib only)
+from mnist_keras3.bench.tables import profile_table, seconds_cell, speed_table, tta_table  # noqa: E402
 
 # ---------------------------------------------------------------- renderers: loaded JSON -> lines
-
-
-def _seconds(value):
-    return "not reached" if value is None else f"{value:.1f}"
 
 
 def recipe_table(data):
@@ -42,7 +39,7 @@ def recipe_table(data):
     (`"benchmark": "recipe"`, one `summary` row per run over its seeds, seconds to each mark) and the
     first one (`recipe.runs`: one run per backend, the seconds to the recipe's target)."""
     if data.get("benchmark") == "recipe":
-        return _recipe_summary_table(data["summary"])
+        return tables.recipe_table(data["summary"])
     runs = data["recipe"]["runs"]
     target = runs[0]["target"] if runs else 0.99
     out = [f"| backend | loop | seconds to {target:.0%} | epochs | test accuracy then |",
@@ -51,36 +48,9 @@ def recipe_table(data):
         if "error" in r:
             out.append(f"| {r['backend']} | {r['loop']} | error: {r['error']} | | |")
             continue
-        out.append(f"| {r['backend']} | {r['loop']} | {_seconds(r['seconds'])} | {r['epochs']} "
+        out.append(f"| {r['backend']} | {r['loop']} | {seconds_cell(r['seconds'])} | {r['epochs']} "
                    f"| {r['accuracy']:.2%} |")
     return out
-
-
-def _recipe_summary_table(rows):
-    marks = sorted({m for r in rows for m in r.get("seconds", {})}, key=float)
-    head = " | ".join(f"s to {float(m):.1%}" for m in marks)
-    out = [f"| run | loop | seeds | {head} | final accuracy (median) | min accuracy "
-           "| time / reference's | time / peer's |",
-           "| --- | --- | ---: | " + " | ".join("---:" for _ in marks) + " | ---: | ---: | ---: | ---: |"]
-    blank = " | ".join("" for _ in marks)
-    for r in rows:
-        if r.get("note"):
-            out.append(f"| {r['name']} | n/a: {r['note']} | | {blank} | | | | |")
-            continue
-        if not r.get("seeds"):
-            errors = r.get("errors") or ["no result"]
-            out.append(f"| {r['name']} | error: {errors[0]} | | {blank} | | | | |")
-            continue
-        seconds = " | ".join(_seconds(r["seconds"][m]) for m in marks)
-        ratios = " | ".join("-" if r.get("role") != "recipe" else _ratio_or_na(r.get(k))
-                            for k in ("ratio_reference", "ratio_peer"))
-        out.append(f"| {r['name']} | {r['loop']} | {len(r['seeds'])} | {seconds} | {r['median_accuracy']:.2%} "
-                   f"| {r['min_accuracy']:.2%} | {ratios} |")
-    return out
-
-
-def _ratio_or_na(value):
-    return "n/a" if value is None else f"{value:.2f}x"
 
 
 def cpu_ratio_runs_table(runs):
@@ -122,7 +92,7 @@ def recipes_overview_table(runs):
             run_cfg = (data.get("peer") or {}).get("config", {}) if r["role"] == "peer" else cfg
             model, epochs = run_cfg.get("model", ""), run_cfg.get("epochs", "")
             out.append(f"| `{recipe}` | {model}, {epochs} | {r['name']} | {len(r['seeds'])} "
-                       f"| {_seconds(r['seconds']['0.99'])} | {_seconds(r['seconds']['0.995'])} "
+                       f"| {seconds_cell(r['seconds']['0.99'])} | {seconds_cell(r['seconds']['0.995'])} "
                        f"| {r['median_accuracy']:.2%} |")
         peers_shown.add(peer_file)
     return out

@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,11 +21,13 @@ def test_committed_tables_match_their_json():
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_speed_table_renders_what_the_benchmark_printed():
-    # The benchmark stored its own markdown beside the numbers: the renderer gives the same table.
-    report = _report()
-    data = json.loads((ROOT / "docs/benchmarks/2cpu-quiet-default-threads.json").read_text())
-    lines = report.speed_table(data)
+@pytest.mark.parametrize("renderer, json_file", [("speed_table", "2cpu-quiet-default-threads.json"),
+                                                  ("recipe_table", "strong-recipe-3seeds-peers-2cpu.json")])
+def test_a_table_renders_what_the_benchmark_printed(renderer, json_file):
+    # The benchmark stored its own markdown beside the numbers: the docs' renderer, the one the
+    # benchmark printed with (bench/tables.py), gives the same table.
+    data = json.loads((ROOT / "docs/benchmarks" / json_file).read_text())
+    lines = getattr(_report(), renderer)(data)
     assert len(lines) == 2 + len(data["summary"])
     printed = data["markdown"].splitlines()
     start = printed.index(lines[0])

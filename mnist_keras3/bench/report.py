@@ -274,18 +274,6 @@ def _reached(run, mark):
     return f"{mark:.1%} not reached" if hit is None else f"{mark:.1%} at {hit['seconds']:.1f} s (epoch {hit['epoch']})"
 
 
-def _seconds(value):
-    return "not reached" if value is None else f"{value:.1f}"
-
-
-def _ratio_cell(row, key, peer_ran):
-    if row["role"] != "recipe":
-        return "-"
-    if row[key] is not None:
-        return f"{row[key]:.2f}x"
-    return "n/a (not reached)" if peer_ran else "n/a (not run)"
-
-
 def recipe_markdown(rows, recipe_file, cfg, peer_file, info, args):
     """The recipe benchmark's table (rows from recipe_summary)."""
     schedule = cfg["lr_schedule"] + (f" (warm-up {cfg['warmup_fraction']:g})" if cfg["lr_schedule"] == "onecycle"
@@ -302,30 +290,7 @@ def recipe_markdown(rows, recipe_file, cfg, peer_file, info, args):
     if args.max_steps_per_epoch or args.max_test_samples:
         out.append(f"SMOKE RUN, not a benchmark: at most {args.max_steps_per_epoch or 'all'} steps per epoch, "
                    f"{args.max_test_samples or 'all'} test images.")
-    m0, m1 = (f"{m:g}" for m in MARKS)
-    out += ["", f"| run | loop | seeds | s to {MARKS[0]:.1%} | s to {MARKS[1]:.1%} | s to {MARKS[0]:.1%} by seed "
-            f"| final accuracy (median) | min accuracy | x reference (s to {MARKS[0]:.1%}) "
-            f"| x keras-io convnet (s to {MARKS[0]:.1%}) |",
-            "| --- | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |"]
-    ref_ran = any(r["role"] == "reference" and r["seeds"] for r in rows)
-    peers_ran = {r["backend"] for r in rows if r["role"] == "peer" and r["seeds"]}
-    for r in rows:
-        if r["note"]:
-            out.append(f"| {r['name']} | n/a: {r['note']} | | | | | | | | |")
-            continue
-        if not r["seeds"]:
-            out.append(f"| {r['name']} | error: {r['errors'][0] if r['errors'] else 'no result'} | | | | | | | | |")
-            continue
-        by_seed = " / ".join("-" if v is None else f"{v:.1f}" for v in r["seconds_by_seed"][m0])
-        seeds = str(len(r["seeds"])) + (f" ({len(r['errors'])} failed)" if r["errors"] else "")
-        out.append(f"| {r['name']} | {r['loop']} | {seeds} | {_seconds(r['seconds'][m0])} "
-                   f"| {_seconds(r['seconds'][m1])} | {by_seed} | {r['median_accuracy']:.4f} | {r['min_accuracy']:.4f} "
-                   f"| {_ratio_cell(r, 'ratio_reference', ref_ran)} "
-                   f"| {_ratio_cell(r, 'ratio_peer', r['backend'] in peers_ran)} |")
-    notes = [f"{r['name']}: {e}" for r in rows for e in r["errors"]]
-    notes += [f"{r['name']}: auto fell back to fit ({why})" for r in rows for why in r["loop_fallback_reasons"]]
-    if notes:
-        out += [""] + [f"- {n}" for n in notes]
+    out += ["", *tables.recipe_table(rows, MARKS)]
     return "\n".join(out)
 
 
