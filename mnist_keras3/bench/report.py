@@ -16,7 +16,7 @@ excluded) until the test accuracy measured after an epoch first reaches --target
 With --recipe FILE (a train config, e.g. configs/fast.toml) the command is the recipe benchmark
 instead (issue 17): for seeds 1..--seeds, the recipe under each backend with the loop a user gets
 (the file's loop, "auto" unless it names one), the same recipe as a plain PyTorch loop (the
-reference: its model written in torch, bench/worker.py REFERENCE_MODELS) and the --peer recipe
+reference: its model written in torch, bench/reference_models.py) and the --peer recipe
 (configs/kerasio.toml, keras-io's convnet) under each backend, every job for all its epochs. The
 table: per run, the median over seeds of the training seconds to 99.0% and 99.5% test accuracy,
 the median and lowest final accuracy, and the recipe's seconds to 99.0% over both peers'.
@@ -304,7 +304,7 @@ def _find_config(path):
 
 def run_recipes(args, names, info):
     """The recipe benchmark (--recipe): every job at every seed, each in its own process."""
-    from .worker import reference_unsupported
+    from .reference_models import reference_unsupported
 
     recipe_cfg = load_recipe(args.recipe)  # a bad file fails before any job
     peer_file = None if args.no_peer else _find_config(args.peer or DEFAULT_PEER)
