@@ -55,8 +55,8 @@ class Predictor:
         batch[:n] = images
         with self.lock:
             # predict_on_batch: no per-call dataset/progress-bar machinery, unlike model.predict;
-            # for batches of 1-32 it was as fast as model(x) or a hand-jitted call under jax and
-            # tensorflow, and faster than model(x) under no_grad under torch (measured, issue 16).
+            # for small batches it is as fast as model(x) or a hand-jitted call under jax and
+            # tensorflow, and faster than model(x) under no_grad under torch.
             out = self.model.predict_on_batch(batch)  # (size, K)
         return np.asarray(out, dtype=np.float64)[:n]
 

@@ -42,7 +42,7 @@ def pixels_to_gray(body):
     if not isinstance(pixels, list) or len(pixels) != 784:
         got = f"{len(pixels)} values" if isinstance(pixels, list) else type(pixels).__name__
         raise HTTPException(422, f"Expected 784 pixel values (28x28, row by row). Received: {got}")
-    # The types of all 784 at once (a C loop): 10x faster than isinstance on each.
+    # The types of all 784 at once (a C loop), not isinstance on each in Python.
     if not set(map(type, pixels)) <= NUMBERS:
         raise HTTPException(422, "Expected numbers 0-255 as pixels. Received: a value that is not a number")
     try:

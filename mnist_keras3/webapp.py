@@ -132,7 +132,7 @@ class Prediction(Job):
             "backend": served["backend"],
         }
         # What the model saw, as `input`, spliced in already serialised; the rest through json.dumps,
-        # not FastAPI's jsonable_encoder, which walks every one of the 784 values (0.6 ms a request).
+        # not FastAPI's jsonable_encoder, which walks every one of the 784 values.
         return (json.dumps(answer)[:-1] + ', "input": ' + self.seen + "}").encode()
 
 
@@ -141,7 +141,7 @@ class App:
     plain ASGI function; the page, /api/health, /api/model and everything else to FastAPI.
 
     FastAPI's route for it cost a request more than the handler's own work: its middleware stack,
-    routing, Request object, and the BodyLimit layer replaying the body (issue 16).
+    routing, Request object, and the BodyLimit layer replaying the body (docs/serving.md).
     """
 
     def __init__(self, api, predict):

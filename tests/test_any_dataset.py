@@ -1,4 +1,4 @@
-"""Issue 13: the tools after train work on every dataset train accepts. Real MNIST digits, tinted and
+"""The tools after train work on every dataset train accepts. Real MNIST digits, tinted and
 padded into a small RGB 32x32 class-per-folder tree (built here, offline), and a 28x28 grayscale
 tree of ten named classes, go through the real CLIs: train -> evaluate, the record beside each
 model, pictures with the class names, and one-line errors for a model and data that do not fit."""

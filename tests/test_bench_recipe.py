@@ -1,4 +1,4 @@
-"""The recipe benchmark (`python -m mnist_keras3.bench --recipe FILE --seeds N`, issue 17): medians over
+"""The recipe benchmark (`python -m mnist_keras3.bench --recipe FILE --seeds N`): medians over
 seeds with seeds that never reach a mark, its table, the plain PyTorch reference's schedule and
 models against the Keras ones, and a tiny end-to-end run."""
 

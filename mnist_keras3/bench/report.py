@@ -14,7 +14,7 @@ median at the same batch size. Time to accuracy: training seconds (compiling inc
 excluded) until the test accuracy measured after an epoch first reaches --target.
 
 With --recipe FILE (a train config, e.g. configs/fast.toml) the command is the recipe benchmark
-instead (issue 17): for seeds 1..--seeds, the recipe under each backend with the loop a user gets
+instead: for seeds 1..--seeds, the recipe under each backend with the loop a user gets
 (the file's loop, "auto" unless it names one), the same recipe as a plain PyTorch loop (the
 reference: its model written in torch, bench/reference_models.py) and the --peer recipe
 (configs/kerasio.toml, keras-io's convnet) under each backend, every job for all its epochs. The
