@@ -53,27 +53,6 @@ def recipe_table(data):
     return out
 
 
-def cpu_ratio_runs_table(runs):
-    """Several speed benchmark runs side by side: each Keras loop's samples per CPU-second over the
-    plain PyTorch loop's, at batch 32 / 64, one column per run."""
-    cells = {}
-    for i, data in enumerate(runs):
-        for r in data["summary"]:
-            if r["loop"] != "reference" and r["batch_size"] in (32, 64):
-                cells.setdefault((r["backend"], r["loop"]), {}).setdefault(i, {})[r["batch_size"]] = r.get("cpu_ratio")
-    order = {"native": 0, "fit": 1}
-    out = ["| backend | loop | " + " | ".join(f"run {i + 1}" for i in range(len(runs))) + " |",
-           "| --- | --- | " + " | ".join("---:" for _ in runs) + " |"]
-    for backend, loop in sorted(cells, key=lambda k: (order.get(k[1], 2), k[0])):
-        per_run = cells[(backend, loop)]
-        row = []
-        for i in range(len(runs)):
-            got = per_run.get(i, {})
-            row.append(" / ".join("-" if got.get(b) is None else f"{got[b]:.2f}x" for b in (32, 64)))
-        out.append(f"| {backend} | {loop} | " + " | ".join(row) + " |")
-    return out
-
-
 def recipes_overview_table(runs):
     """Several recipe benchmarks in one table (the README's): per recipe file, every run that
     trained (each backend, the plain PyTorch reference, the keras-io peer), its seeds, the median
@@ -122,42 +101,17 @@ def serve_load_table(data):
 
 # (markdown file, marker name, JSON file or tuple of JSON files, renderer); paths from the repo root.
 # A renderer gets the loaded JSON (a list of them for a tuple) and returns the table's lines.
-def pieces_table(data):
-    """scripts/jax_forward_pieces.py's rows: one line per piece, a column per batch size."""
-    sizes = sorted({r["batch_size"] for r in data["rows"]})
-    pieces = list(dict.fromkeys(r["piece"] for r in data["rows"]))
-    ms = {(r["piece"], r["batch_size"]): r["ms_per_step"] for r in data["rows"]}
-    lines = ["| piece | " + " | ".join(f"batch {b} (ms a step)" for b in sizes) + " |",
-             "| --- | " + " | ".join("---:" for _ in sizes) + " |"]
-    lines += [f"| {p} | " + " | ".join(f"{ms[p, b]:.3f}" for b in sizes) + " |" for p in pieces]
-    return lines
-
-
 TABLES = [
-    ("docs/speed.md", "speed-quiet", "docs/benchmarks/2cpu-quiet-default-threads.json", speed_table),
-    ("docs/speed.md", "tta-quiet", "docs/benchmarks/2cpu-quiet-default-threads.json", tta_table),
-    ("docs/speed.md", "cpu-ratio-shared",
-     ("docs/benchmarks/2cpu-shared-run1.json", "docs/benchmarks/2cpu-shared-run2.json"), cpu_ratio_runs_table),
-    ("docs/speed.md", "recipe-fast-first", "docs/benchmarks/fast-recipe-2cpu.json", recipe_table),
-    ("docs/speed.md", "loops-default", "docs/benchmarks/loops-2cpu-default-threads.json", speed_table),
+    ("docs/speed.md", "loops-auto-f", "docs/benchmarks/loops-auto-2cpu-2026-11-30f.json", speed_table),
+    ("docs/speed.md", "tta-g", "docs/benchmarks/loops-auto-tta-2cpu-2026-11-30g.json", tta_table),
+    ("docs/speed.md", "profile-e", "docs/benchmarks/profile-2cpu-e.json", profile_table),
+    ("docs/speed.md", "profile-fast", "docs/benchmarks/profile-fast-2cpu.json", profile_table),
     ("docs/speed.md", "recipe-fast", "docs/benchmarks/fast-recipe-3seeds-2cpu.json", recipe_table),
     ("docs/speed.md", "recipe-strong", "docs/benchmarks/strong-recipe-3seeds-peers-2cpu.json", recipe_table),
-    ("docs/speed.md", "loops-native-b", "docs/benchmarks/loops-native-2cpu-2026-11-30b.json", speed_table),
-    ("docs/speed.md", "loops-auto-c", "docs/benchmarks/loops-auto-2cpu-2026-11-30c.json", speed_table),
-    ("docs/speed.md", "profile", "docs/benchmarks/profile-2cpu.json", profile_table),
-    ("docs/speed.md", "profile-fast", "docs/benchmarks/profile-fast-2cpu.json", profile_table),
-    ("docs/speed.md", "jax-pieces", "docs/benchmarks/jax-forward-pieces-2cpu.json", pieces_table),
-    ("docs/speed.md", "jax-pieces-blocked", "docs/benchmarks/jax-forward-pieces-blocked-2cpu.json", pieces_table),
-    ("docs/speed.md", "profile-blocked", "docs/benchmarks/profile-2cpu-blocked.json", profile_table),
-    ("docs/speed.md", "loops-auto-d", "docs/benchmarks/loops-auto-2cpu-2026-11-30d.json", speed_table),
-    ("docs/speed.md", "profile-e", "docs/benchmarks/profile-2cpu-e.json", profile_table),
-    ("docs/speed.md", "loops-auto-e", "docs/benchmarks/loops-auto-2cpu-2026-11-30e.json", speed_table),
-    ("docs/speed.md", "loops-auto-f", "docs/benchmarks/loops-auto-2cpu-2026-11-30f.json", speed_table),
-    ("docs/speed.md", "loops-auto-g", "docs/benchmarks/loops-auto-tta-2cpu-2026-11-30g.json", speed_table),
-    ("docs/speed.md", "tta-g", "docs/benchmarks/loops-auto-tta-2cpu-2026-11-30g.json", tta_table),
     ("docs/speed.md", "recipe-best", "docs/benchmarks/best-recipe-3seeds-tf-2cpu.json", recipe_table),
     ("docs/speed.md", "recipe-best-peers", "docs/benchmarks/best-recipe-peers-2cpu.json", recipe_table),
     ("docs/speed.md", "recipe-best-jax", "docs/benchmarks/best-recipe-3seeds-jax-2cpu.json", recipe_table),
+    ("docs/training.md", "recipe-fast-first", "docs/benchmarks/fast-recipe-2cpu.json", recipe_table),
     ("README.md", "readme-results", ("docs/benchmarks/tutorial-recipe-2cpu.json",
                                      "docs/benchmarks/fast-recipe-3seeds-2cpu.json",
                                      "docs/benchmarks/strong-recipe-3seeds-peers-2cpu.json",
@@ -170,8 +124,6 @@ TABLES = [
 # ---------------------------------------------------------------- markers
 
 BLOCK = re.compile(r"(<!-- report:(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /report -->)", re.S)
-
-
 def render(spec, root=ROOT):
     _, _, sources, renderer = spec
     if isinstance(sources, str):

@@ -1,6 +1,7 @@
 """scripts/report.py: the result tables in README.md and docs/ are rendered from the committed JSON."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -66,3 +67,16 @@ def test_write_then_check(tmp_path):
     md = tmp_path / report.TABLES[0][0]
     md.write_text(md.read_text().replace("| 32 |", "| 33 |", 1))
     assert report.main(["--check", "--root", str(tmp_path)]) == 1
+
+
+def test_every_benchmark_file_is_cited_and_every_citation_exists():
+    """docs/benchmarks holds the JSON files README.md and docs/*.md cite, no more: a file nothing
+    cites fails, and so does a citation of a file that is not there. A citation is a path
+    docs/benchmarks/NAME.json, or docs/benchmarks/{NAME, NAME}.json for several."""
+    text = "\n".join(p.read_text() for p in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))])
+    cited = set(re.findall(r"docs/benchmarks/([\w.-]+\.json)", text))
+    for group in re.findall(r"docs/benchmarks/\{([^}]*)\}\.json", text):
+        cited |= {name.strip() + ".json" for name in group.split(",")}
+    present = {p.name for p in (ROOT / "docs" / "benchmarks").glob("*.json")}
+    assert not present - cited, f"in docs/benchmarks but cited nowhere: {sorted(present - cited)}"
+    assert not cited - present, f"cited but missing from docs/benchmarks: {sorted(cited - present)}"
