@@ -53,10 +53,34 @@ def test_npz_made_from_the_same_arrays(mnist, tmp_path):
     check_canonical(mnist_data.read_folder(path))  # the file itself
 
 
-def test_load_mnist_order_explicit_dir_first(mnist_dir, raw_dir, monkeypatch):
-    monkeypatch.setenv(mnist_data.ENV_DATA, str(mnist_dir))
-    check_canonical(mnist_data.load_mnist(raw_dir))
-    check_canonical(mnist_data.load_mnist())  # from the environment variable
+def _tiny_source(folder, label):
+    """A folder of the four IDX files holding 3 + 2 images whose every label is `label`: sources
+    told apart by what they hold."""
+    folder.mkdir()
+    for key, name in mnist_data.NPZ_KEYS.items():
+        n = 3 if "train" in key else 2
+        array = np.full((n, 28, 28) if key.startswith("x") else (n,), label, dtype=np.uint8)
+        (folder / name).write_bytes(mnist_data.idx_bytes(array))
+    return folder
+
+
+def test_load_mnist_takes_the_explicit_dir_then_the_env_folder_then_the_cache(tmp_path, monkeypatch):
+    # Three sources with different data; the SHA-256 check (tested above) would refuse all but
+    # real MNIST, so it is switched off here: the order is what is under test.
+    monkeypatch.setattr(mnist_data, "verify", lambda name, raw, where: mnist_data.parse_idx(raw, name))
+    explicit, env = _tiny_source(tmp_path / "explicit", 1), _tiny_source(tmp_path / "env", 2)
+    monkeypatch.setenv(mnist_data.ENV_CACHE, str(tmp_path / "cache"))
+    mnist_data.write_cache(mnist_data.read_folder(_tiny_source(tmp_path / "cached", 3)))
+    monkeypatch.setenv(mnist_data.ENV_DATA, str(env))
+
+    def labels(data_dir=None):
+        (_, y_train), (_, y_test) = mnist_data.load_mnist(data_dir, offline=True)
+        return set(y_train) | set(y_test)
+
+    assert labels(explicit) == {1}  # --data-dir over the environment variable and the cache
+    assert labels() == {2}  # the environment variable over the cache
+    monkeypatch.delenv(mnist_data.ENV_DATA)
+    assert labels() == {3}  # the cache, when no folder is named
 
 
 def test_corrupted_copy_is_an_error_naming_the_file(raw_dir, tmp_path):
