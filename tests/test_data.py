@@ -14,7 +14,7 @@ from mnist_keras3 import data
 from mnist_keras3.data import mnist as mnist_data
 from mnist_keras3.errors import DataError
 
-pytestmark = pytest.mark.once  # never imports keras: the same under every backend
+pytestmark = pytest.mark.once  # never imports keras (tests/conftest.py holds it to that)
 
 SANITY_TRAIN = [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]
 SANITY_TEST = [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]

@@ -249,8 +249,8 @@ def test_a_perturbed_weight_file_fails_numerics(keras, small_batch, tmp_path):
 # ---------------------------------------------------------------- the CLI
 
 @pytest.mark.e2e
-@pytest.mark.once  # the report's detection (parity/compare.py) is backend-independent; each env's parity
-# worker and the parity env run the real three-backend report
+@pytest.mark.once(reason="the report's detection (parity/compare.py) is backend-independent; each env's "
+                         "parity worker and the parity env run the real three-backend report")
 def test_report_flags_results_made_from_a_perturbed_weight_file(cli, keras, mnist_dir, tmp_path):
     """Real worker and check subprocesses under this backend, then the report on their files.
     The second backend's folder holds a check that read a perturbed copy of the shared weights:

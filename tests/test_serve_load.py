@@ -19,9 +19,9 @@ from mnist_keras3.errors import UsageError
 loadtest = load_script("loadtest")
 
 pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install 'mnist-keras3[serve]')")
-# The HTTP layer, batching and shutdown are the same under every backend (each backend's inference:
-# tests/test_serve_api.py, every env), so one env runs them.
-pytestmark = [pytest.mark.e2e, pytest.mark.once]
+pytestmark = [pytest.mark.e2e, pytest.mark.once(
+    reason="the HTTP layer, batching and shutdown are the same under every backend (each backend's inference: "
+           "tests/test_serve_api.py, every env)")]
 
 
 @pytest.fixture(scope="module")

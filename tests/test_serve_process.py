@@ -14,9 +14,9 @@ from PIL import Image
 from serving import get_json, server, trained_model
 
 pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install 'mnist-keras3[serve]')")
-# HTTP, upload limits, concurrency and Ctrl-C of the server process: the same under every backend
-# (inference under each backend: tests/test_serve_api.py, every env), so one env runs them.
-pytestmark = [pytest.mark.e2e, pytest.mark.once]
+pytestmark = [pytest.mark.e2e, pytest.mark.once(
+    reason="HTTP, upload limits, concurrency and Ctrl-C of the server process are the same under every backend "
+           "(inference under each backend: tests/test_serve_api.py, every env)")]
 
 
 @pytest.fixture(scope="module")
