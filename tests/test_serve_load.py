@@ -12,16 +12,14 @@ import time
 
 import pytest
 from conftest import BACKEND, load_script
-from serving import free_port, get_json, trained_model
+from serving import ONCE, free_port, get_json, trained_model
 
 from mnist_keras3.errors import UsageError
 
 loadtest = load_script("loadtest")
 
 pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install 'mnist-keras3[serve]')")
-pytestmark = [pytest.mark.e2e, pytest.mark.once(
-    reason="the HTTP layer, batching and shutdown are the same under every backend (each backend's inference: "
-           "tests/test_serve_api.py, every env)")]
+pytestmark = [pytest.mark.e2e, ONCE]
 
 
 @pytest.fixture(scope="module")
