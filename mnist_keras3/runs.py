@@ -3,7 +3,7 @@
 runs/<YYYYmmdd-HHMMSS>-<backend>-<model>/
     config.toml      the resolved config (what --resume reads back)
     metrics.json     versions, device, parameter counts, per-epoch figures, test figures, speed
-    history.csv      one row per epoch (Keras's CSVLogger)
+    history.csv      one row per epoch (history_csv)
     checkpoint.keras the last complete epoch (model + optimizer state), with checkpoint.json
     model.keras      the final model
     *.keras.json     beside each model: its dataset, class names, input shape (records.py says
@@ -155,8 +155,8 @@ def read_metrics(run_dir, errors=None):
 
 def write_checkpoint(run_dir, model, epoch, history, record=None):
     """checkpoint.keras (model + optimizer state, with its record), then checkpoint.json (the
-    epoch and the history so far) and history.csv, each atomically; checkpoint.json last, so it
-    never names an epoch whose model is not on disk."""
+    epoch and the history so far) and history.csv, each atomically; checkpoint.json after the
+    model, so it never names an epoch whose model is not on disk."""
     run_dir = Path(run_dir)
     save_model(model, run_dir / CHECKPOINT, record)
     write_json(run_dir / CHECKPOINT_STATE, {"epoch": epoch, "history": history})
