@@ -427,7 +427,7 @@ def main(argv=None):
 
 
 def measure(args, host, port, pid):
-    from .data import mnist
+    from mnist_keras3.data import mnist
 
     status, model = get(host, port, "/api/model")
     if status != 200:
