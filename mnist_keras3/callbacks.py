@@ -1,7 +1,5 @@
 """Keras callbacks the trainer adds to fit(): epoch timing and an atomic per-epoch checkpoint."""
 
-import csv
-import io
 import math
 import signal
 import time
@@ -49,9 +47,8 @@ def time_to_accuracy(history, seconds, initial_epoch=0, marks=(0.99, 0.995)):
 
 
 class Checkpoint(keras.callbacks.Callback):
-    """After each complete epoch with a finite loss: checkpoint.keras (model + optimizer state),
-    then checkpoint.json (the epoch and the history so far) and history.csv, each written
-    atomically; checkpoint.json last, so it never names an epoch whose model is not on disk."""
+    """After each complete epoch with a finite loss: the run's checkpoint (runs.write_checkpoint:
+    checkpoint.keras with the optimizer state, checkpoint.json, history.csv)."""
 
     def __init__(self, run_dir, history_so_far=None, stopper=None, model=None, record=None):
         super().__init__()
@@ -72,20 +69,8 @@ class Checkpoint(keras.callbacks.Callback):
             return  # the epoch was cut short: its figures and weights are not a complete epoch
         for k, v in logs.items():
             self.history.setdefault(k, []).append(float(v))
-        runs.save_model(self.target or self.model, self.run_dir / "checkpoint.keras", self.record)
-        runs.write_json(self.run_dir / "checkpoint.json", {"epoch": epoch + 1, "history": self.history})
-        runs.write_text(self.run_dir / "history.csv", history_csv(self.history))
+        runs.write_checkpoint(self.run_dir, self.target or self.model, epoch + 1, self.history, self.record)
         self.last_good_epoch = epoch + 1
-
-
-def history_csv(history):
-    keys = list(history)
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["epoch", *keys])
-    for i in range(len(history[keys[0]]) if keys else 0):
-        writer.writerow([i + 1, *(f"{history[k][i]:.6g}" for k in keys)])
-    return out.getvalue()
 
 
 class Reseed(keras.callbacks.Callback):

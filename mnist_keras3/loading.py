@@ -10,7 +10,7 @@ class of the record. Import after the backend is chosen (the loader imports kera
 import zipfile
 from pathlib import Path
 
-from . import records
+from . import runs
 from .errors import MnistKeras3Error, UsageError
 
 KERAS_MEMBERS = ("config.json", "model.weights.h5")  # what Keras 3's model.save() writes
@@ -26,7 +26,7 @@ def check_model_file(path):
     if not path.exists():
         raise UsageError(f"Model file not found: {path}. Pass a model.keras written by mnist_keras3.train.")
     if not path.is_file():
-        hint = " (a run folder? pass RUN/model.keras)" if (path / "model.keras").is_file() else ""
+        hint = " (a run folder? pass RUN/model.keras)" if (path / runs.MODEL).is_file() else ""
         raise UsageError(f"Expected a .keras model file. Received: a folder, {path}{hint}")
     if path.suffix != ".keras":
         raise UsageError(f"Expected a .keras model file (Keras 3 format). Received: {path}")
@@ -72,14 +72,14 @@ def load_model(path):
 
 def load_with_record(path):
     """(model, record): the checked, safely loaded classifier and what it knows of its data
-    (records.read); a model that does not take the record's images or give its classes is refused."""
+    (runs.read_record); a model that does not take the record's images or give its classes is refused."""
     import keras
 
     # compile=False: inference only; no optimizer or loss objects need rebuilding.
     model = read_keras_file(path)
     if not isinstance(model, keras.Model):
         raise ModelFileError(f"{path} holds a {type(model).__name__}, not a Keras model.")
-    record, source = records.read(path)
+    record, source = runs.read_record(path)
     want_in, want_out = (None, *record["input_shape"]), (None, len(record["class_names"]))
     got_in, got_out = _shape(model, "input_shape"), _shape(model, "output_shape")
     if got_in != want_in or got_out != want_out:

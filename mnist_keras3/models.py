@@ -154,7 +154,7 @@ def _conv_pool_bn(x, filters, size, i):
 @register("fast")
 def fast(input_shape, num_classes):
     """The time-to-99% CNN (configs/fast.toml): two conv-pool-BN-ReLU blocks and a dense layer of
-    128, after the probe of issue 17 and tuomaso/train_mnist_fast."""
+    128, after tuomaso/train_mnist_fast."""
     inputs = keras.Input(shape=input_shape, name="image")  # (N, 28, 28, 1)
     x = _conv_pool_bn(_standardised(inputs), 16, 5, 1)      # (N, 12, 12, 16)
     x = _conv_pool_bn(x, 32, 3, 2)                          # (N, 5, 5, 32)
@@ -238,7 +238,7 @@ def logits_model(model):
     which is numerically stable under every backend. Keras's own categorical cross-entropy on
     probabilities does that only under tensorflow (from the logits its softmax keeps); under torch and
     jax it clips the probabilities to [1e-7, 1 - 1e-7], so a confidently wrong answer gives no
-    gradient at all and a run can stall (issue 17: one torch seed of fast.toml at 90%).
+    gradient at all and a run can stall (a torch seed of fast.toml did, far below 99%).
 
     The last layer is a Softmax (or Activation("softmax")) layer, whose input is the logits, or a
     Dense(activation="softmax") layer, whose pre-activation DenseLogits computes on its weights.

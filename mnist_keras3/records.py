@@ -17,23 +17,15 @@ A sidecar (`<file>.keras.json`, written atomically right after the model) holds:
 
 The record beside the file wins; a model without one (a run from before the sidecar, or a copied
 model.keras) falls back to its run folder's metrics.json, then to MNIST, what every older model
-was. Nothing here imports keras.
+was. This module computes records and never touches a file: runs.py writes and reads them
+(runs.save_model, runs.read_record). Nothing here imports keras.
 """
 
-from pathlib import Path
-
-from . import runs
 from .errors import UsageError
 
 DIGIT_DATASETS = ("mnist",)
 MNIST = {"dataset": "mnist", "seed": 0, "class_names": [str(d) for d in range(10)], "input_shape": [28, 28, 1],
          "channels": 1, "preprocessing": "mnist-digit"}
-
-
-def sidecar(model_path):
-    """The record file of a .keras file: its own name plus .json."""
-    model_path = Path(model_path)
-    return model_path.with_name(model_path.name + ".json")
 
 
 def make(dataset, class_names, input_shape, seed=0):
@@ -44,37 +36,21 @@ def make(dataset, class_names, input_shape, seed=0):
             "preprocessing": "mnist-digit" if dataset in DIGIT_DATASETS else "resize"}
 
 
-def write(model_path, record):
-    return runs.write_json(sidecar(model_path), record)
-
-
-def read(model_path):
-    """The record of the model at `model_path`: its sidecar, else its run's metrics.json, else MNIST.
-    The second element says where it came from."""
-    model_path = Path(model_path)
-    path = sidecar(model_path)
-    if path.is_file():
-        try:
-            record = runs.read_json(path)
-            return _checked(record, path), str(path)
-        except (ValueError, OSError) as e:
-            raise UsageError(f"Expected a readable JSON record beside the model. Received: {path} ({e})") from e
-    metrics = model_path.parent / "metrics.json"
-    if metrics.is_file():
-        try:
-            found = runs.read_json(metrics)
-        except (ValueError, OSError):
-            found = {}
-        ds = found.get("dataset") if isinstance(found, dict) else None
-        if isinstance(ds, dict) and ds.get("class_names") and ds.get("input_shape"):
-            seed = (found.get("config") or {}).get("seed", 0)
-            return make(ds.get("name", "mnist"), ds["class_names"], ds["input_shape"], seed), str(metrics)
-    return dict(MNIST), "default (no record: an MNIST model)"
-
-
-def _checked(record, path):
+def checked(record, where):
+    """A record as read from a sidecar (`where`, for the message), completed; UsageError if it lacks
+    what every record has."""
     keys = ("dataset", "class_names", "input_shape")
     if not isinstance(record, dict) or any(k not in record for k in keys):
-        raise UsageError(f"Expected a model record with {', '.join(keys)}. Received: {path}")
+        raise UsageError(f"Expected a model record with {', '.join(keys)}. Received: {where}")
     return make(record["dataset"], record["class_names"], record["input_shape"], record.get("seed", 0)) | {
         k: v for k, v in record.items() if k == "preprocessing"}
+
+
+def from_metrics(metrics):
+    """The record a run's metrics.json implies (runs from before the sidecar); None when it names no
+    dataset with classes and an input shape."""
+    ds = metrics.get("dataset") if isinstance(metrics, dict) else None
+    if not (isinstance(ds, dict) and ds.get("class_names") and ds.get("input_shape")):
+        return None
+    seed = (metrics.get("config") or {}).get("seed", 0)
+    return make(ds.get("name", "mnist"), ds["class_names"], ds["input_shape"], seed)

@@ -3,16 +3,22 @@
 runs/<YYYYmmdd-HHMMSS>-<backend>-<model>/
     config.toml      the resolved config (what --resume reads back)
     metrics.json     versions, device, parameter counts, per-epoch figures, test figures, speed
-    history.csv      one row per epoch (Keras's CSVLogger)
+    history.csv      one row per epoch (history_csv)
     checkpoint.keras the last complete epoch (model + optimizer state), with checkpoint.json
     model.keras      the final model
-    *.keras.json     beside each model: its dataset, class names, input shape (records.py)
+    *.keras.json     beside each model: its dataset, class names, input shape (records.py says
+                     what it holds; this module writes and reads it)
+
+This module is the run folder's only owner: the file names are here, and every other module
+writes and reads a run's files through the functions below.
 
 Every file is written to a temporary name in the same folder, then renamed over the target
 (atomic_write, which every module that writes uses): a crash or a full disk leaves the old file
 or none, never a torn one.
 """
 
+import csv
+import io
 import json
 import os
 import shutil
@@ -21,7 +27,15 @@ import time
 import zipfile
 from pathlib import Path
 
+from . import records
 from .errors import UsageError
+
+CONFIG = "config.toml"
+METRICS = "metrics.json"
+HISTORY = "history.csv"
+CHECKPOINT = "checkpoint.keras"
+CHECKPOINT_STATE = "checkpoint.json"
+MODEL = "model.keras"
 
 
 def atomic_write(path, write):
@@ -87,10 +101,82 @@ def save_model(model, path, record=None):
         make_portable(tmp)
     atomic_write(path, write)
     if record is not None:
-        from . import records
-
-        records.write(path, record)
+        write_json(sidecar(path), record)
     return Path(path)
+
+
+def sidecar(model_path):
+    """The record file of a .keras file: its own name plus .json."""
+    model_path = Path(model_path)
+    return model_path.with_name(model_path.name + ".json")
+
+
+def read_record(model_path):
+    """The record of the model at `model_path` (records.py): its sidecar, else its run's
+    metrics.json, else MNIST's. The second element says where it came from."""
+    model_path = Path(model_path)
+    path = sidecar(model_path)
+    if path.is_file():
+        try:
+            return records.checked(read_json(path), path), str(path)
+        except (ValueError, OSError) as e:
+            raise UsageError(f"Expected a readable JSON record beside the model. Received: {path} ({e})") from e
+    metrics_path = model_path.parent / METRICS
+    found = records.from_metrics(read_metrics(model_path.parent)) if metrics_path.is_file() else None
+    if found is not None:
+        return found, str(metrics_path)
+    return dict(records.MNIST), "default (no record: an MNIST model)"
+
+
+def write_config(run_dir, toml_text):
+    return write_text(Path(run_dir) / CONFIG, toml_text)
+
+
+def write_metrics(run_dir, metrics):
+    return write_json(Path(run_dir) / METRICS, metrics)
+
+
+def read_metrics(run_dir, errors=None):
+    """The run's metrics.json as a dict; None when it is missing or unreadable (an interrupted run,
+    a model copied out of its folder). `errors`, a list, gets a line for an unreadable one."""
+    path = Path(run_dir) / METRICS
+    if not path.is_file():
+        return None
+    try:
+        metrics = read_json(path)
+        if not isinstance(metrics, dict):
+            raise ValueError(f"a JSON {type(metrics).__name__}, not an object")
+        return metrics
+    except (OSError, ValueError) as e:
+        if errors is not None:
+            errors.append(f"{path}: unreadable ({type(e).__name__})")
+        return None
+
+
+def write_checkpoint(run_dir, model, epoch, history, record=None):
+    """checkpoint.keras (model + optimizer state, with its record), then checkpoint.json (the
+    epoch and the history so far) and history.csv, each atomically; checkpoint.json after the
+    model, so it never names an epoch whose model is not on disk."""
+    run_dir = Path(run_dir)
+    save_model(model, run_dir / CHECKPOINT, record)
+    write_json(run_dir / CHECKPOINT_STATE, {"epoch": epoch, "history": history})
+    write_text(run_dir / HISTORY, history_csv(history))
+
+
+def checkpoint_state(run_dir):
+    """{"epoch", "history"} of the run's last complete epoch; None when no epoch was saved."""
+    path = Path(run_dir) / CHECKPOINT_STATE
+    return read_json(path) if path.is_file() else None
+
+
+def history_csv(history):
+    keys = list(history)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["epoch", *keys])
+    for i in range(len(history[keys[0]]) if keys else 0):
+        writer.writerow([i + 1, *(f"{history[k][i]:.6g}" for k in keys)])
+    return out.getvalue()
 
 
 # Keras (3.15) saves an optimizer compiled under torch as its torch-only subclass, e.g. module

@@ -68,8 +68,8 @@ def bind(host, port):
         raise UsageError(f"Expected a host name or address to listen on. Received: host={host!r} ({e.strerror})") from e
     # proto IPPROTO_TCP, not the default 0: asyncio turns Nagle's algorithm off (TCP_NODELAY) only on
     # connections accepted from a socket whose proto says TCP. With Nagle on, a keep-alive
-    # connection's response (headers, then body: two writes) met the client's delayed ACK and
-    # every request after the first waited ~40 ms (issue 16).
+    # connection's response (headers, then body: two writes) meets the client's delayed ACK and
+    # every request after the first waits for it.
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
@@ -118,15 +118,15 @@ def main(argv=None):
             print(f"warning: listening on {args.host}: anyone who can reach this machine can use the app",
                   file=sys.stderr)
         # http/loop "auto": httptools and uvloop where installed (the serve extra), h11 and asyncio
-        # otherwise; they parsed and dispatched requests several times faster here (issue 16).
+        # otherwise; they parse and dispatch requests several times faster (docs/serving.md).
         config = uvicorn.Config(app, log_level="debug" if args.debug else "warning", access_log=args.debug,
                                 timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
         # uvicorn stops accepting on SIGTERM or Ctrl-C, lets the requests in flight finish, then
         # raises the signal again for the handler that was there before it: this one.
         signal.signal(signal.SIGTERM, stop_on_sigterm)
         # The event loop shares the GIL with the preprocessing and model threads; by default a thread
-        # that wants it waits up to 5 ms for a busy one to let go, and a request passes it back and
-        # forth several times: latency piled up behind that wait (issue 16).
+        # that wants it waits a whole switch interval for a busy one to let go, and a request passes
+        # it back and forth several times: latency piles up behind that wait.
         sys.setswitchinterval(SWITCH_INTERVAL_S)
         try:
             uvicorn.Server(config).run(sockets=[sock])

@@ -12,13 +12,12 @@ folder (see runs.py). `--loop native` trains the same model with the backend's o
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 import typing
 from pathlib import Path
 
-from . import backends, training
+from . import backends, runs, training
 from .config import TrainConfig, build_config, field_names, fixed_on_resume
 from .errors import UsageError, run_cli
 
@@ -50,7 +49,7 @@ def resolve_config(args):
     """Flags > config file (or the resumed run's config.toml) > defaults; then the backend."""
     config_path = args.config
     if args.resume:
-        config_path = Path(args.resume) / "config.toml"
+        config_path = Path(args.resume) / runs.CONFIG
         if not config_path.is_file():
             raise UsageError(f"{args.resume} is not a run folder (no config.toml). Pass a folder made by train.")
     overrides = {k: getattr(args, k) for k in field_names() if k != "backend"}
@@ -72,12 +71,11 @@ def resolve_config(args):
 def refuse_early_stopped(run_dir):
     """A run that early stopping ended is finished: resuming it would train on from its last epoch
     and replace model.keras (the kept best epoch). A UsageError saying so, before anything loads."""
-    try:
-        metrics = json.loads((Path(run_dir) / "metrics.json").read_text())
-        status, early = metrics.get("status"), metrics.get("early_stopping") or {}
-    except (OSError, ValueError, AttributeError):
+    metrics = runs.read_metrics(run_dir)
+    if metrics is None:
         return  # no (readable) metrics.json: an interrupted run, which resume_state checks
-    if status == "early-stopped":
+    early = metrics.get("early_stopping") or {}
+    if metrics.get("status") == "early-stopped":
         raise UsageError(f"Expected a run that stopped before its last epoch. Received: {run_dir}, which early "
                          f"stopping finished after epoch {early.get('epochs_completed', '?')} (its model.keras "
                          f"keeps epoch {early.get('kept_epoch', '?')}). Start a new run to train more.")

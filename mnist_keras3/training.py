@@ -150,15 +150,14 @@ def resume_state(run_dir, cfg):
     complete epoch, or one that already ran cfg.epochs, is a UsageError (before any data is read)."""
     import keras
 
-    state_path = run_dir / "checkpoint.json"
-    if not state_path.is_file():
+    state = runs.checkpoint_state(run_dir)
+    if state is None:
         raise UsageError(f"{run_dir} has no checkpoint to resume from (no complete epoch was saved).")
-    state = runs.read_json(state_path)
     initial_epoch, history = int(state["epoch"]), state["history"]
     if initial_epoch >= cfg.epochs:
         raise UsageError(f"{run_dir} already finished {initial_epoch} of {cfg.epochs} epochs; "
                          "pass a larger --epochs to train on.")
-    model = load_checkpoint(run_dir / "checkpoint.keras")
+    model = load_checkpoint(run_dir / runs.CHECKPOINT)
     # Seeded as a fresh run is: what fit draws before the first epoch's reseed (tf.data's
     # shuffle stream under tensorflow) is then the same on every resume of this run.
     keras.utils.set_random_seed(cfg.seed)
@@ -188,7 +187,7 @@ def check_interrupted(run_dir, stopper):
     """Interrupted (naming what is saved and how to resume) when a signal stopped training;
     `stopper` is None after a second Ctrl-C, which stops at once, mid-batch."""
     if stopper is None or stopper.signal_name:
-        state = runs.read_json(run_dir / "checkpoint.json") if (run_dir / "checkpoint.json").is_file() else None
+        state = runs.checkpoint_state(run_dir)
         done = f"epoch {state['epoch']} is saved" if state else "no epoch was complete, so nothing is saved"
         why = stopper.signal_name if stopper else "SIGINT"
         raise Interrupted(f"training stopped by {why}; {done}. Resume with: python -m mnist_keras3.train "
@@ -201,8 +200,8 @@ def check_diverged(run_dir, cfg, history, early, info):
     epochs_done = len(history.get("loss", []))
     stopped_early = early is not None and early.stopped_epoch > 0
     if epochs_done < cfg.epochs and not stopped_early:  # TerminateOnNaN stopped fit: the loss diverged
-        runs.write_json(run_dir / "metrics.json", {"status": "diverged", "epochs_completed": epochs_done, **info})
-        kept = (f"The last good checkpoint is {run_dir / 'checkpoint.keras'} (epoch {epochs_done})"
+        runs.write_metrics(run_dir, {"status": "diverged", "epochs_completed": epochs_done, **info})
+        kept = (f"The last good checkpoint is {run_dir / runs.CHECKPOINT} (epoch {epochs_done})"
                 if epochs_done else "No epoch completed, so there is no checkpoint")
         raise Diverged(f"the loss became NaN/inf in epoch {epochs_done + 1}, so training stopped. "
                        f"{kept}. Try a lower --lr.")
@@ -314,12 +313,12 @@ def record_failure(run_dir, error, info):
     interruption, divergence), so a finished or interrupted run's files stay what they were."""
     if isinstance(error, UsageError | Interrupted | Diverged):
         return
-    state = run_dir / "checkpoint.json"
-    epochs = runs.read_json(state)["epoch"] if state.is_file() else 0
-    runs.write_json(run_dir / "metrics.json", {
+    state = runs.checkpoint_state(run_dir)
+    epochs = state["epoch"] if state else 0
+    runs.write_metrics(run_dir, {
         "status": "failed", "error": f"{type(error).__name__}: {brief(str(error))}",
         "expected": isinstance(error, MnistKeras3Error), "epochs_completed": epochs,
-        "checkpoint": "checkpoint.keras" if epochs else None, **info})
+        "checkpoint": runs.CHECKPOINT if epochs else None, **info})
 
 
 def _run(cfg, source, resume, parallel, scratch, made):
@@ -355,7 +354,7 @@ def _run(cfg, source, resume, parallel, scratch, made):
         made["run_dir"] = run_dir
     if scratch is not None:  # rank > 0: read the resumed run, write nothing there
         run_dir = scratch
-    runs.write_text(run_dir / "config.toml", cfg.to_toml())
+    runs.write_config(run_dir, cfg.to_toml())
     params = models.parameter_counts(model)
     print(f"model {cfg.model}: {params['total']:,} parameters ({params['trainable']:,} trainable) | run {run_dir}")
 
@@ -373,7 +372,7 @@ def _run(cfg, source, resume, parallel, scratch, made):
     test_metrics = test(view, x_test, y_test, work)
     # Every rank goes on in step with rank 0, into its own folder: under jax over several processes
     # each predict (the pictures) is a computation of all of them.
-    runs.save_model(model, run_dir / "model.keras", dataset_record(ds, cfg))
+    runs.save_model(model, run_dir / runs.MODEL, dataset_record(ds, cfg))
     if early is not None:  # Keras restores the kept weights at the end, stopped early or not
         print(f"early stopping (patience {cfg.early_stopping}): " + (
             f"val_loss stopped improving, stopped after epoch {epochs_done}" if stopped_early else
@@ -382,7 +381,7 @@ def _run(cfg, source, resume, parallel, scratch, made):
     metrics = run_metrics(cfg, info, ds, distribution, params, history, test_metrics, seconds, steps,
                           len(train_data[0]) * (parallel.processes if parallel.feeds_shard else 1),
                           initial_epoch, early, stopped_early, started, run_dir)
-    runs.write_json(run_dir / "metrics.json", metrics)
+    runs.write_metrics(run_dir, metrics)
     if parallel.feeds_shard:
         # jax over several processes: Keras's predict cannot bring the batch-sharded predictions of
         # the other processes back as numpy, so samples.png is left out; the curves need none.

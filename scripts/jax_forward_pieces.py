@@ -1,6 +1,6 @@
 """Where the jax native loop's forward goes on CPU: the tutorial CNN's forward built up piece by
 piece (kernels.py's convolutions and tiled max pools, random weights), each timed as a 100-step
-`lax.scan` at one batch size and compiled as the native loop compiles it (issue 12, docs/speed.md).
+`lax.scan` at one batch size and compiled as the native loop compiles it (docs/speed.md).
 
     python scripts/jax_forward_pieces.py --batch-sizes 32,64 --json docs/benchmarks/jax-forward-pieces-2cpu.json
 """

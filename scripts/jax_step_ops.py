@@ -1,6 +1,6 @@
 """Where the jax native loop's training step goes on CPU, per XLA operation: the tutorial CNN's
 step (the Trainer of backends/jax/loop.py, random data) traced with jax.profiler for --steps steps,
-the Perfetto trace's operation times summed, in microseconds a step (issue 12, docs/speed.md).
+the Perfetto trace's operation times summed, in microseconds a step (docs/speed.md).
 Names are XLA's (fusions, dots); match them to the optimised HLO with XLA_FLAGS=--xla_dump_to=DIR.
 
     python scripts/jax_step_ops.py --batch-size 64 --json docs/benchmarks/jax-step-ops-2cpu.json

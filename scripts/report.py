@@ -28,13 +28,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the checkout's package, installed or not
-from mnist_keras3.bench.tables import profile_table, speed_table, tta_table  # noqa: E402  (stdlib only)
+from mnist_keras3.bench import tables  # noqa: E402  (stdlib only)
+from mnist_keras3.bench.tables import profile_table, seconds_cell, speed_table, tta_table  # noqa: E402
 
 # ---------------------------------------------------------------- renderers: loaded JSON -> lines
-
-
-def _seconds(value):
-    return "not reached" if value is None else f"{value:.1f}"
 
 
 def recipe_table(data):
@@ -42,7 +39,7 @@ def recipe_table(data):
     (`"benchmark": "recipe"`, one `summary` row per run over its seeds, seconds to each mark) and the
     first one (`recipe.runs`: one run per backend, the seconds to the recipe's target)."""
     if data.get("benchmark") == "recipe":
-        return _recipe_summary_table(data["summary"])
+        return tables.recipe_table(data["summary"])
     runs = data["recipe"]["runs"]
     target = runs[0]["target"] if runs else 0.99
     out = [f"| backend | loop | seconds to {target:.0%} | epochs | test accuracy then |",
@@ -51,56 +48,8 @@ def recipe_table(data):
         if "error" in r:
             out.append(f"| {r['backend']} | {r['loop']} | error: {r['error']} | | |")
             continue
-        out.append(f"| {r['backend']} | {r['loop']} | {_seconds(r['seconds'])} | {r['epochs']} "
+        out.append(f"| {r['backend']} | {r['loop']} | {seconds_cell(r['seconds'])} | {r['epochs']} "
                    f"| {r['accuracy']:.2%} |")
-    return out
-
-
-def _recipe_summary_table(rows):
-    marks = sorted({m for r in rows for m in r.get("seconds", {})}, key=float)
-    head = " | ".join(f"s to {float(m):.1%}" for m in marks)
-    out = [f"| run | loop | seeds | {head} | final accuracy (median) | min accuracy "
-           "| time / reference's | time / peer's |",
-           "| --- | --- | ---: | " + " | ".join("---:" for _ in marks) + " | ---: | ---: | ---: | ---: |"]
-    blank = " | ".join("" for _ in marks)
-    for r in rows:
-        if r.get("note"):
-            out.append(f"| {r['name']} | n/a: {r['note']} | | {blank} | | | | |")
-            continue
-        if not r.get("seeds"):
-            errors = r.get("errors") or ["no result"]
-            out.append(f"| {r['name']} | error: {errors[0]} | | {blank} | | | | |")
-            continue
-        seconds = " | ".join(_seconds(r["seconds"][m]) for m in marks)
-        ratios = " | ".join("-" if r.get("role") != "recipe" else _ratio_or_na(r.get(k))
-                            for k in ("ratio_reference", "ratio_peer"))
-        out.append(f"| {r['name']} | {r['loop']} | {len(r['seeds'])} | {seconds} | {r['median_accuracy']:.2%} "
-                   f"| {r['min_accuracy']:.2%} | {ratios} |")
-    return out
-
-
-def _ratio_or_na(value):
-    return "n/a" if value is None else f"{value:.2f}x"
-
-
-def cpu_ratio_runs_table(runs):
-    """Several speed benchmark runs side by side: each Keras loop's samples per CPU-second over the
-    plain PyTorch loop's, at batch 32 / 64, one column per run."""
-    cells = {}
-    for i, data in enumerate(runs):
-        for r in data["summary"]:
-            if r["loop"] != "reference" and r["batch_size"] in (32, 64):
-                cells.setdefault((r["backend"], r["loop"]), {}).setdefault(i, {})[r["batch_size"]] = r.get("cpu_ratio")
-    order = {"native": 0, "fit": 1}
-    out = ["| backend | loop | " + " | ".join(f"run {i + 1}" for i in range(len(runs))) + " |",
-           "| --- | --- | " + " | ".join("---:" for _ in runs) + " |"]
-    for backend, loop in sorted(cells, key=lambda k: (order.get(k[1], 2), k[0])):
-        per_run = cells[(backend, loop)]
-        row = []
-        for i in range(len(runs)):
-            got = per_run.get(i, {})
-            row.append(" / ".join("-" if got.get(b) is None else f"{got[b]:.2f}x" for b in (32, 64)))
-        out.append(f"| {backend} | {loop} | " + " | ".join(row) + " |")
     return out
 
 
@@ -122,7 +71,7 @@ def recipes_overview_table(runs):
             run_cfg = (data.get("peer") or {}).get("config", {}) if r["role"] == "peer" else cfg
             model, epochs = run_cfg.get("model", ""), run_cfg.get("epochs", "")
             out.append(f"| `{recipe}` | {model}, {epochs} | {r['name']} | {len(r['seeds'])} "
-                       f"| {_seconds(r['seconds']['0.99'])} | {_seconds(r['seconds']['0.995'])} "
+                       f"| {seconds_cell(r['seconds']['0.99'])} | {seconds_cell(r['seconds']['0.995'])} "
                        f"| {r['median_accuracy']:.2%} |")
         peers_shown.add(peer_file)
     return out
@@ -152,42 +101,17 @@ def serve_load_table(data):
 
 # (markdown file, marker name, JSON file or tuple of JSON files, renderer); paths from the repo root.
 # A renderer gets the loaded JSON (a list of them for a tuple) and returns the table's lines.
-def pieces_table(data):
-    """scripts/jax_forward_pieces.py's rows: one line per piece, a column per batch size."""
-    sizes = sorted({r["batch_size"] for r in data["rows"]})
-    pieces = list(dict.fromkeys(r["piece"] for r in data["rows"]))
-    ms = {(r["piece"], r["batch_size"]): r["ms_per_step"] for r in data["rows"]}
-    lines = ["| piece | " + " | ".join(f"batch {b} (ms a step)" for b in sizes) + " |",
-             "| --- | " + " | ".join("---:" for _ in sizes) + " |"]
-    lines += [f"| {p} | " + " | ".join(f"{ms[p, b]:.3f}" for b in sizes) + " |" for p in pieces]
-    return lines
-
-
 TABLES = [
-    ("docs/speed.md", "speed-quiet", "docs/benchmarks/2cpu-quiet-default-threads.json", speed_table),
-    ("docs/speed.md", "tta-quiet", "docs/benchmarks/2cpu-quiet-default-threads.json", tta_table),
-    ("docs/speed.md", "cpu-ratio-shared",
-     ("docs/benchmarks/2cpu-shared-run1.json", "docs/benchmarks/2cpu-shared-run2.json"), cpu_ratio_runs_table),
-    ("docs/speed.md", "recipe-fast-first", "docs/benchmarks/fast-recipe-2cpu.json", recipe_table),
-    ("docs/speed.md", "loops-default", "docs/benchmarks/loops-2cpu-default-threads.json", speed_table),
+    ("docs/speed.md", "loops-auto-f", "docs/benchmarks/loops-auto-2cpu-2026-11-30f.json", speed_table),
+    ("docs/speed.md", "tta-g", "docs/benchmarks/loops-auto-tta-2cpu-2026-11-30g.json", tta_table),
+    ("docs/speed.md", "profile-e", "docs/benchmarks/profile-2cpu-e.json", profile_table),
+    ("docs/speed.md", "profile-fast", "docs/benchmarks/profile-fast-2cpu.json", profile_table),
     ("docs/speed.md", "recipe-fast", "docs/benchmarks/fast-recipe-3seeds-2cpu.json", recipe_table),
     ("docs/speed.md", "recipe-strong", "docs/benchmarks/strong-recipe-3seeds-peers-2cpu.json", recipe_table),
-    ("docs/speed.md", "loops-native-b", "docs/benchmarks/loops-native-2cpu-2026-11-30b.json", speed_table),
-    ("docs/speed.md", "loops-auto-c", "docs/benchmarks/loops-auto-2cpu-2026-11-30c.json", speed_table),
-    ("docs/speed.md", "profile", "docs/benchmarks/profile-2cpu.json", profile_table),
-    ("docs/speed.md", "profile-fast", "docs/benchmarks/profile-fast-2cpu.json", profile_table),
-    ("docs/speed.md", "jax-pieces", "docs/benchmarks/jax-forward-pieces-2cpu.json", pieces_table),
-    ("docs/speed.md", "jax-pieces-blocked", "docs/benchmarks/jax-forward-pieces-blocked-2cpu.json", pieces_table),
-    ("docs/speed.md", "profile-blocked", "docs/benchmarks/profile-2cpu-blocked.json", profile_table),
-    ("docs/speed.md", "loops-auto-d", "docs/benchmarks/loops-auto-2cpu-2026-11-30d.json", speed_table),
-    ("docs/speed.md", "profile-e", "docs/benchmarks/profile-2cpu-e.json", profile_table),
-    ("docs/speed.md", "loops-auto-e", "docs/benchmarks/loops-auto-2cpu-2026-11-30e.json", speed_table),
-    ("docs/speed.md", "loops-auto-f", "docs/benchmarks/loops-auto-2cpu-2026-11-30f.json", speed_table),
-    ("docs/speed.md", "loops-auto-g", "docs/benchmarks/loops-auto-tta-2cpu-2026-11-30g.json", speed_table),
-    ("docs/speed.md", "tta-g", "docs/benchmarks/loops-auto-tta-2cpu-2026-11-30g.json", tta_table),
     ("docs/speed.md", "recipe-best", "docs/benchmarks/best-recipe-3seeds-tf-2cpu.json", recipe_table),
     ("docs/speed.md", "recipe-best-peers", "docs/benchmarks/best-recipe-peers-2cpu.json", recipe_table),
     ("docs/speed.md", "recipe-best-jax", "docs/benchmarks/best-recipe-3seeds-jax-2cpu.json", recipe_table),
+    ("docs/training.md", "recipe-fast-first", "docs/benchmarks/fast-recipe-2cpu.json", recipe_table),
     ("README.md", "readme-results", ("docs/benchmarks/tutorial-recipe-2cpu.json",
                                      "docs/benchmarks/fast-recipe-3seeds-2cpu.json",
                                      "docs/benchmarks/strong-recipe-3seeds-peers-2cpu.json",
@@ -200,8 +124,6 @@ TABLES = [
 # ---------------------------------------------------------------- markers
 
 BLOCK = re.compile(r"(<!-- report:(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /report -->)", re.S)
-
-
 def render(spec, root=ROOT):
     _, _, sources, renderer = spec
     if isinstance(sources, str):

@@ -12,6 +12,8 @@ MNIST_KERAS3_DATA for their subprocesses, and never touch the network or the use
 
 import atexit
 import gzip
+import importlib.abc
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -82,6 +84,14 @@ os.environ[mnist_data.ENV_OFFLINE] = "1"  # from here on, tests never touch the 
 os.environ[mnist_data.ENV_CACHE] = tempfile.mkdtemp(prefix="mnist-keras3-cache-")  # nor the user's cache
 
 
+def load_script(name):
+    """scripts/<name>.py as a module: the tools there are scripts, not part of the package."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def pytest_report_header(config):
     mnist = f"{MNIST_DIR} (from {MNIST_SOURCE})" if MNIST_DIR else f"not found: {MNIST_SOURCE}"
     return f"keras backend: {BACKEND} (installed: {', '.join(backends.installed_backends())}); MNIST: {mnist}"
@@ -93,9 +103,20 @@ CROSS_SKIP = "needs torch, jax and tensorflow installed together: runs in `tox -
 ONCE_ENV = os.environ.get("MNIST_KERAS3_ONCE_ENV")  # tox: the one env that runs `once` tests (torch)
 
 
+def _once_reason(item):
+    """The reason= of a test's `once` marker: why a test that runs keras is the same under every backend."""
+    marker = item.get_closest_marker("once")
+    return marker.kwargs.get("reason") if marker else None
+
+
 def pytest_collection_modifyitems(config, items):
     everything = len(backends.installed_backends()) == len(backends.BACKENDS)
     for item in items:
+        runs_keras = "keras" in item.fixturenames or "e2e" in item.keywords
+        if "once" in item.keywords and runs_keras and not _once_reason(item):
+            raise pytest.UsageError(f"Expected @pytest.mark.once(reason=...) on a test that runs keras (the keras "
+                                    f"fixture, or a CLI subprocess), saying why no backend changes its outcome. "
+                                    f"Received: {item.nodeid} marked once without a reason")
         if "once" in item.keywords and ONCE_ENV and ONCE_ENV != BACKEND:
             item.add_marker(pytest.mark.skip(reason=f"the same under every backend: runs once, in `tox -e {ONCE_ENV}`"))
         if "cross" in item.keywords and not everything:
@@ -103,6 +124,31 @@ def pytest_collection_modifyitems(config, items):
         for name in backends.BACKENDS:
             if name in item.keywords and name != BACKEND:
                 item.add_marker(pytest.mark.skip(reason=f"needs the {name} backend: runs in `tox -e {name}`"))
+
+
+class _NoKeras(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "keras" or name.startswith("keras."):
+            raise ImportError(f"Expected a test marked once (without a reason) never to import keras. Received: "
+                              f"an import of {name}")
+        return None
+
+
+@pytest.fixture(autouse=True)
+def _plain_once_tests_never_import_keras(request):
+    """A test marked plain `once` runs with keras out of sys.modules and its import refused: a test
+    that imports keras, directly or through a package module not loaded before it, fails."""
+    if "once" not in request.keywords or _once_reason(request.node):
+        yield
+        return
+    hidden = {name: sys.modules.pop(name) for name in list(sys.modules) if name == "keras" or name.startswith("keras.")}
+    finder = _NoKeras()
+    sys.meta_path.insert(0, finder)
+    try:
+        yield
+    finally:
+        sys.meta_path.remove(finder)
+        sys.modules.update(hidden)
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,10 @@ from pathlib import Path
 import pytest
 from conftest import BACKEND, train_once
 
+# The server process's own tests (HTTP, limits, batching, shutdown, load): one env runs them.
+ONCE = pytest.mark.once(reason="the server's HTTP layer, upload limits, batching and shutdown are the same under "
+                               "every backend (each backend's inference: tests/test_serve_api.py, every env)")
+
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 

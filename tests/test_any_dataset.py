@@ -1,4 +1,4 @@
-"""Issue 13: the tools after train work on every dataset train accepts. Real MNIST digits, tinted and
+"""The tools after train work on every dataset train accepts. Real MNIST digits, tinted and
 padded into a small RGB 32x32 class-per-folder tree (built here, offline), and a 28x28 grayscale
 tree of ten named classes, go through the real CLIs: train -> evaluate, the record beside each
 model, pictures with the class names, and one-line errors for a model and data that do not fit."""
@@ -11,7 +11,7 @@ import pytest
 from conftest import run_module
 from test_datasets import NAMES, write_tree
 
-from mnist_keras3 import records
+from mnist_keras3 import runs
 
 pytestmark = pytest.mark.e2e
 
@@ -89,16 +89,16 @@ def test_every_model_file_carries_its_record(rgb_run, rgb_data):
 def test_a_lone_model_with_its_record_and_old_models_without_one(rgb_run, tmp_path):
     lone = tmp_path / "lone.keras"
     lone.write_bytes((rgb_run / "model.keras").read_bytes())
-    assert records.read(lone)[0]["dataset"] == "mnist"  # no record, no run folder: an MNIST model
-    records.sidecar(lone).write_bytes((rgb_run / "model.keras.json").read_bytes())
-    assert records.read(lone)[0]["class_names"] == COLOURS
+    assert runs.read_record(lone)[0]["dataset"] == "mnist"  # no record, no run folder: an MNIST model
+    runs.sidecar(lone).write_bytes((rgb_run / "model.keras.json").read_bytes())
+    assert runs.read_record(lone)[0]["class_names"] == COLOURS
     # A run from before the sidecar: metrics.json's dataset is the record.
     old = tmp_path / "old"
     old.mkdir()
     (old / "model.keras").write_bytes(b"")
     (old / "metrics.json").write_text(json.dumps({"dataset": {"name": "cifar10", "class_names": list("abc"),
                                                               "input_shape": [32, 32, 3]}}))
-    record, source = records.read(old / "model.keras")
+    record, source = runs.read_record(old / "model.keras")
     assert record["dataset"] == "cifar10" and record["channels"] == 3 and source.endswith("metrics.json")
 
 
@@ -204,11 +204,11 @@ def test_serve_api_gives_class_names_for_uploads_and_drawings(keras, rgb_run, pi
 
 
 def test_export_checks_on_the_models_own_test_images(keras, rgb_run, rgb_data, gray_run, gray_data):
-    from mnist_keras3 import export, records
+    from mnist_keras3 import export, runs
 
-    x, what = export.check_images(None, records.read(rgb_run / "model.keras")[0])
+    x, what = export.check_images(None, runs.read_record(rgb_run / "model.keras")[0])
     assert x.shape == (rgb_data[1], 32, 32, 3) and what == f"{rgb_data[1]} folder:{rgb_data[0]} test images"
-    x, what = export.check_images(None, records.read(gray_run / "model.keras")[0])
+    x, what = export.check_images(None, runs.read_record(gray_run / "model.keras")[0])
     assert x.shape == (80, 28, 28, 1) and "folder:" in what  # never MNIST's 10,000
 
 

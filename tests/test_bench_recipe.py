@@ -1,4 +1,4 @@
-"""The recipe benchmark (`python -m mnist_keras3.bench --recipe FILE --seeds N`, issue 17): medians over
+"""The recipe benchmark (`python -m mnist_keras3.bench --recipe FILE --seeds N`): medians over
 seeds with seeds that never reach a mark, its table, the plain PyTorch reference's schedule and
 models against the Keras ones, and a tiny end-to-end run."""
 
@@ -10,8 +10,8 @@ import sys
 import pytest
 from conftest import BACKEND, REPO
 
+from mnist_keras3.bench import reference_models, worker
 from mnist_keras3.bench import report as bench
-from mnist_keras3.bench import worker
 from mnist_keras3.errors import UsageError
 
 
@@ -70,10 +70,10 @@ def test_summary_and_table_with_seeds_that_never_reached_99():
 
 
 def test_a_recipe_the_reference_cannot_run_gets_an_na_row_with_the_reason():
-    note = worker.reference_unsupported({"model": "tutorial", "optimizer": "adam"})
+    note = reference_models.reference_unsupported({"model": "tutorial", "optimizer": "adam"})
     assert "'tutorial' has no plain PyTorch version" in note
-    assert worker.reference_unsupported({"model": "fast", "optimizer": "sgd"}).startswith("optimizer 'sgd'")
-    assert worker.reference_unsupported({"model": "shift-cnn", "optimizer": "adam"}) is None
+    assert reference_models.reference_unsupported({"model": "fast", "optimizer": "sgd"}).startswith("optimizer 'sgd'")
+    assert reference_models.reference_unsupported({"model": "shift-cnn", "optimizer": "adam"}) is None
     rows = bench.recipe_summary([_run("recipe", "torch", 1, None, None, 0.98)], reference_note=note)
     cfg = {"model": "tutorial", "batch_size": 32, "optimizer": "adam", "lr": 0.001, "beta_1": 0.9, "beta_2": 0.999,
            "lr_schedule": "none", "warmup_fraction": 0.25, "label_smoothing": 0.0, "epochs": 10}
@@ -106,7 +106,7 @@ def test_reference_models_have_the_keras_models_parameter_counts(keras, name, tr
 
     assert models.parameter_counts(models.build_model(name))["trainable"] == trainable
     torch = pytest.importorskip("torch")
-    net = worker.REFERENCE_MODELS[name][0]()
+    net = reference_models.build_reference(name)
     assert sum(p.numel() for p in net.parameters() if p.requires_grad) == trainable
     assert net(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
 

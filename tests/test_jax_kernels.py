@@ -57,23 +57,43 @@ def test_max_pool_matches_xla_with_ties(jk, shape):
     _compare(jk, lambda x: pool(x) * jnp.arange(1, pool(x).size + 1, dtype=x.dtype).reshape(pool(x).shape), x)
 
 
-def test_other_operations_and_nested_jit_pass_through(jk):
+def _xla_conv(x, k, strides=(1, 1)):
+    import jax
+
+    return jax.lax.conv_general_dilated(x, k, strides, "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def test_a_swapped_and_a_kept_convolution_beside_other_operations(jk):
+    """On random inputs, in one program with a nested jit and other operations: a convolution the
+    size rule swaps (8 x 8 channels) and two it keeps (64 x 128 channels, over MAX_CONV_CHANNELS;
+    stride 2), each against XLA's own result; only the kept ones are left as XLA convolutions."""
     import jax
     import jax.numpy as jnp
 
-    big = np.ones((1, 8, 8, 8), "float32"), np.ones((3, 3, 8, 8), "float32")  # too many channels: kept
+    rng = np.random.default_rng(2)
+    x, k = rng.normal(size=(2, 8, 8, 8)).astype("float32"), rng.normal(size=(3, 3, 8, 8)).astype("float32")
+    wide_x = rng.normal(size=(1, 6, 6, 64)).astype("float32")
+    wide_k = rng.normal(size=(3, 3, 64, 128)).astype("float32")
+    assert 8 * 8 <= jk.MAX_CONV_CHANNELS < 64 * 128
+    a = rng.normal(size=(4, 4)).astype("float32")
     inner = jax.jit(lambda a: jnp.tanh(a) @ a.T)
 
-    def conv(x, k):
-        return jax.lax.conv_general_dilated(x, k, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
-
-    def fn(x, k, a):
-        return (conv(x, k).sum() + inner(a).sum(),
+    def fn(x, k, wide_x, wide_k, a):
+        return (_xla_conv(x, k), _xla_conv(wide_x, wide_k), _xla_conv(x, k, strides=(2, 2)), inner(a),
                 jax.lax.reduce_window(a, 0.0, jax.lax.add, (1, 1), (1, 1), "VALID"))
-    a = np.random.default_rng(2).normal(size=(4, 4)).astype("float32")
-    out, swapped = fn(*big, a), jk.rewrite(fn)(*big, a)
-    for o, s in zip(out, swapped, strict=False):
-        np.testing.assert_allclose(s, o, rtol=1e-6)
+
+    args = (x, k, wide_x, wide_k, a)
+    expected = (_xla_conv(x, k), _xla_conv(wide_x, wide_k), _xla_conv(x, k, strides=(2, 2)),
+                np.tanh(a) @ a.T, a)
+    for got, want in zip(jk.rewrite(fn)(*args), expected, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+
+    def left(f, *operands):
+        return jk.has_primitive(jax.make_jaxpr(jk.rewrite(f))(*operands).jaxpr, "conv_general_dilated")
+
+    assert not left(_xla_conv, x, k)  # swapped
+    assert left(_xla_conv, wide_x, wide_k)  # kept: too many channels
+    assert left(lambda x, k: _xla_conv(x, k, strides=(2, 2)), x, k)  # kept: stride 2
 
 
 def test_has_primitive_finds_convolutions_left_in_nested_programs(jk):

@@ -324,8 +324,8 @@ def test_a_perturbed_weight_file_fails_numerics(keras, small_batch, tmp_path):
 # ---------------------------------------------------------------- the CLI
 
 @pytest.mark.e2e
-@pytest.mark.once  # the report's detection (parity/compare.py) is backend-independent; each env's parity
-# worker and the parity env run the real three-backend report
+@pytest.mark.once(reason="the report's detection (parity/compare.py) is backend-independent; each env's "
+                         "parity worker and the parity env run the real three-backend report")
 def test_report_flags_results_made_from_a_perturbed_weight_file(cli, keras, mnist_dir, tmp_path):
     """Real worker and check subprocesses under this backend, then the report on their files.
     The second backend's folder holds a check that read a perturbed copy of the shared weights:
@@ -389,7 +389,7 @@ def test_real_report_across_all_three_backends(cli, mnist_dir, tmp_path):
     # 1 epoch of 200 steps: far from converged, so the accuracy spread is wide; the tolerance
     # here is for that, and the levels that must be exact (1-3) are checked exactly.
     # Two models' initial weights, not all: tox's parity env compares every registered model, and
-    # here the subject is the report run end to end in one process tree (saves ~45 s of CI).
+    # here the subject is the report run end to end in one process tree, kept short for CI.
     done = cli("parity", "--backends", "torch,jax,tensorflow", "--epochs", 1, "--max-steps-per-epoch", 200,
                "--images", 1000, "--accuracy-tolerance", 10, "--accuracy-floor", 0.6,
                "--init-models", "tutorial,strong",
@@ -424,7 +424,7 @@ def test_a_hidden_package_looks_uninstalled_to_import_and_find_spec():
 
 
 def test_seed_sweep_fails_a_backend_that_stalls_at_one_seed():
-    """Issue 17: fast.toml trained under tensorflow and jax at seed 1 and stalled at 89.88% under
+    """fast.toml once trained under tensorflow and jax at seed 1 and stalled far below 99% under
     torch; with --seeds every backend's every seed must reach the floor."""
     ok = {"accuracy": 0.992}
     sweeps = {"torch": {"1": {"accuracy": 0.8988}, "2": ok}, "jax": {"1": ok, "2": ok},

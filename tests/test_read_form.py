@@ -1,4 +1,4 @@
-"""webapp.read_form parses multipart bodies itself (python-multipart's parser, run on a
+"""request_parsing.read_form parses multipart bodies itself (python-multipart's parser, run on a
 preprocessing thread), where a FastAPI route would await Starlette's Request.form() on the event
 loop. These tests hold it to Starlette's own parser: the same bodies give the same `image` file,
 and the same bodies are refused with the same 400 and message. A Starlette upgrade that changes
@@ -12,7 +12,7 @@ pytest.importorskip("fastapi", reason="the serve extra is not installed (pip ins
 from starlette.exceptions import HTTPException  # noqa: E402  (FastAPI's is a subclass)
 from starlette.requests import Request  # noqa: E402
 
-from mnist_keras3.webapp import read_form  # noqa: E402
+from mnist_keras3.request_parsing import read_form  # noqa: E402
 
 BOUNDARY = "b0undary"
 CONTENT_TYPE = f"multipart/form-data; boundary={BOUNDARY}"

@@ -1,20 +1,20 @@
 """scripts/report.py: the result tables in README.md and docs/ are rendered from the committed JSON."""
 
-import importlib.util
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+from conftest import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "report.py"
 
 
 def _report():
-    spec = importlib.util.spec_from_file_location("report", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("report")
 
 
 def test_committed_tables_match_their_json():
@@ -22,11 +22,13 @@ def test_committed_tables_match_their_json():
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_speed_table_renders_what_the_benchmark_printed():
-    # The benchmark stored its own markdown beside the numbers: the renderer gives the same table.
-    report = _report()
-    data = json.loads((ROOT / "docs/benchmarks/2cpu-quiet-default-threads.json").read_text())
-    lines = report.speed_table(data)
+@pytest.mark.parametrize("renderer, json_file", [("speed_table", "2cpu-quiet-default-threads.json"),
+                                                  ("recipe_table", "strong-recipe-3seeds-peers-2cpu.json")])
+def test_a_table_renders_what_the_benchmark_printed(renderer, json_file):
+    # The benchmark stored its own markdown beside the numbers: the docs' renderer, the one the
+    # benchmark printed with (bench/tables.py), gives the same table.
+    data = json.loads((ROOT / "docs/benchmarks" / json_file).read_text())
+    lines = getattr(_report(), renderer)(data)
     assert len(lines) == 2 + len(data["summary"])
     printed = data["markdown"].splitlines()
     start = printed.index(lines[0])
@@ -65,3 +67,16 @@ def test_write_then_check(tmp_path):
     md = tmp_path / report.TABLES[0][0]
     md.write_text(md.read_text().replace("| 32 |", "| 33 |", 1))
     assert report.main(["--check", "--root", str(tmp_path)]) == 1
+
+
+def test_every_benchmark_file_is_cited_and_every_citation_exists():
+    """docs/benchmarks holds the JSON files README.md and docs/*.md cite, no more: a file nothing
+    cites fails, and so does a citation of a file that is not there. A citation is a path
+    docs/benchmarks/NAME.json, or docs/benchmarks/{NAME, NAME}.json for several."""
+    text = "\n".join(p.read_text() for p in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))])
+    cited = set(re.findall(r"docs/benchmarks/([\w.-]+\.json)", text))
+    for group in re.findall(r"docs/benchmarks/\{([^}]*)\}\.json", text):
+        cited |= {name.strip() + ".json" for name in group.split(",")}
+    present = {p.name for p in (ROOT / "docs" / "benchmarks").glob("*.json")}
+    assert not present - cited, f"in docs/benchmarks but cited nowhere: {sorted(present - cited)}"
+    assert not cited - present, f"cited but missing from docs/benchmarks: {sorted(cited - present)}"

@@ -11,16 +11,15 @@ import sys
 import time
 
 import pytest
-from conftest import BACKEND
-from serving import free_port, get_json, trained_model
+from conftest import BACKEND, load_script
+from serving import ONCE, free_port, get_json, trained_model
 
-from mnist_keras3 import loadtest
 from mnist_keras3.errors import UsageError
 
+loadtest = load_script("loadtest")
+
 pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install 'mnist-keras3[serve]')")
-# The HTTP layer, batching and shutdown are the same under every backend (each backend's inference:
-# tests/test_serve_api.py, every env), so one env runs them.
-pytestmark = [pytest.mark.e2e, pytest.mark.once]
+pytestmark = [pytest.mark.e2e, ONCE]
 
 
 @pytest.fixture(scope="module")

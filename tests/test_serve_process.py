@@ -11,12 +11,10 @@ import numpy as np
 import pytest
 from conftest import BACKEND
 from PIL import Image
-from serving import get_json, server, trained_model
+from serving import ONCE, get_json, server, trained_model
 
 pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install 'mnist-keras3[serve]')")
-# HTTP, upload limits, concurrency and Ctrl-C of the server process: the same under every backend
-# (inference under each backend: tests/test_serve_api.py, every env), so one env runs them.
-pytestmark = [pytest.mark.e2e, pytest.mark.once]
+pytestmark = [pytest.mark.e2e, ONCE]
 
 
 @pytest.fixture(scope="module")

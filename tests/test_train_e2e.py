@@ -114,7 +114,7 @@ def test_early_stopping_keeps_the_best_epoch_and_the_run_is_finished(cli, mnist_
     assert (run / "model.keras").read_bytes() == model_bytes
 
 
-@pytest.mark.once  # the CLI wrapper, not the backend
+@pytest.mark.once(reason="the CLI wrapper, not the backend")
 def test_debug_shows_the_traceback_of_an_error(cli, tmp_path):
     plain = cli("train", "--resume", tmp_path)
     debug = cli("train", "--resume", tmp_path, "--debug")
@@ -126,7 +126,7 @@ def test_debug_shows_the_traceback_of_an_error(cli, tmp_path):
     assert "resolve_config" in debug.stderr  # where it was raised
 
 
-@pytest.mark.once  # the CLI wrapper, not the backend
+@pytest.mark.once(reason="the CLI wrapper, not the backend")
 def test_the_console_script_trains(mnist_dir, tmp_path):
     script = Path(sys.executable).parent / "mnist-keras3-train"
     if not script.is_file():

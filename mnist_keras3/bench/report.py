@@ -14,9 +14,9 @@ median at the same batch size. Time to accuracy: training seconds (compiling inc
 excluded) until the test accuracy measured after an epoch first reaches --target.
 
 With --recipe FILE (a train config, e.g. configs/fast.toml) the command is the recipe benchmark
-instead (issue 17): for seeds 1..--seeds, the recipe under each backend with the loop a user gets
+instead: for seeds 1..--seeds, the recipe under each backend with the loop a user gets
 (the file's loop, "auto" unless it names one), the same recipe as a plain PyTorch loop (the
-reference: its model written in torch, bench/worker.py REFERENCE_MODELS) and the --peer recipe
+reference: its model written in torch, bench/reference_models.py) and the --peer recipe
 (configs/kerasio.toml, keras-io's convnet) under each backend, every job for all its epochs. The
 table: per run, the median over seeds of the training seconds to 99.0% and 99.5% test accuracy,
 the median and lowest final accuracy, and the recipe's seconds to 99.0% over both peers'.
@@ -275,18 +275,6 @@ def _reached(run, mark):
     return f"{mark:.1%} not reached" if hit is None else f"{mark:.1%} at {hit['seconds']:.1f} s (epoch {hit['epoch']})"
 
 
-def _seconds(value):
-    return "not reached" if value is None else f"{value:.1f}"
-
-
-def _ratio_cell(row, key, peer_ran):
-    if row["role"] != "recipe":
-        return "-"
-    if row[key] is not None:
-        return f"{row[key]:.2f}x"
-    return "n/a (not reached)" if peer_ran else "n/a (not run)"
-
-
 def recipe_markdown(rows, recipe_file, cfg, peer_file, info, args):
     """The recipe benchmark's table (rows from recipe_summary)."""
     schedule = cfg["lr_schedule"] + (f" (warm-up {cfg['warmup_fraction']:g})" if cfg["lr_schedule"] == "onecycle"
@@ -303,30 +291,7 @@ def recipe_markdown(rows, recipe_file, cfg, peer_file, info, args):
     if args.max_steps_per_epoch or args.max_test_samples:
         out.append(f"SMOKE RUN, not a benchmark: at most {args.max_steps_per_epoch or 'all'} steps per epoch, "
                    f"{args.max_test_samples or 'all'} test images.")
-    m0, m1 = (f"{m:g}" for m in MARKS)
-    out += ["", f"| run | loop | seeds | s to {MARKS[0]:.1%} | s to {MARKS[1]:.1%} | s to {MARKS[0]:.1%} by seed "
-            f"| final accuracy (median) | min accuracy | x reference (s to {MARKS[0]:.1%}) "
-            f"| x keras-io convnet (s to {MARKS[0]:.1%}) |",
-            "| --- | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |"]
-    ref_ran = any(r["role"] == "reference" and r["seeds"] for r in rows)
-    peers_ran = {r["backend"] for r in rows if r["role"] == "peer" and r["seeds"]}
-    for r in rows:
-        if r["note"]:
-            out.append(f"| {r['name']} | n/a: {r['note']} | | | | | | | | |")
-            continue
-        if not r["seeds"]:
-            out.append(f"| {r['name']} | error: {r['errors'][0] if r['errors'] else 'no result'} | | | | | | | | |")
-            continue
-        by_seed = " / ".join("-" if v is None else f"{v:.1f}" for v in r["seconds_by_seed"][m0])
-        seeds = str(len(r["seeds"])) + (f" ({len(r['errors'])} failed)" if r["errors"] else "")
-        out.append(f"| {r['name']} | {r['loop']} | {seeds} | {_seconds(r['seconds'][m0])} "
-                   f"| {_seconds(r['seconds'][m1])} | {by_seed} | {r['median_accuracy']:.4f} | {r['min_accuracy']:.4f} "
-                   f"| {_ratio_cell(r, 'ratio_reference', ref_ran)} "
-                   f"| {_ratio_cell(r, 'ratio_peer', r['backend'] in peers_ran)} |")
-    notes = [f"{r['name']}: {e}" for r in rows for e in r["errors"]]
-    notes += [f"{r['name']}: auto fell back to fit ({why})" for r in rows for why in r["loop_fallback_reasons"]]
-    if notes:
-        out += [""] + [f"- {n}" for n in notes]
+    out += ["", *tables.recipe_table(rows, MARKS)]
     return "\n".join(out)
 
 
@@ -340,7 +305,7 @@ def _find_config(path):
 
 def run_recipes(args, names, info):
     """The recipe benchmark (--recipe): every job at every seed, each in its own process."""
-    from .worker import reference_unsupported
+    from .reference_models import reference_unsupported
 
     recipe_cfg = load_recipe(args.recipe)  # a bad file fails before any job
     peer_file = None if args.no_peer else _find_config(args.peer or DEFAULT_PEER)

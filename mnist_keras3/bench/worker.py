@@ -3,7 +3,7 @@
 Keras jobs train through training.fit_model, the function `python -m mnist_keras3.train` uses, so the
 benchmark times the code users run. The reference job is a plain PyTorch loop, below: the tutorial
 model for the speed and time-to-accuracy jobs, and for a recipe (mode "recipe") the recipe's own
-model written in plain torch (REFERENCE_MODELS), with its optimizer and per-step schedule.
+model written in plain torch (bench/reference_models.py), with its optimizer and per-step schedule.
 """
 
 import math
@@ -13,6 +13,7 @@ import time
 import numpy as np
 
 from .. import backends, data
+from .reference_models import MNIST_MEAN, MNIST_STD, REFERENCE_MODELS, build_reference
 
 
 def _peak_rss_mb():
@@ -187,7 +188,7 @@ def _reference(spec, train, test):
         return _reference_profile(spec, train, device)
     x, y = _to_tensors(*train, device)
     x_test, y_test = _to_tensors(*test, device)
-    model = _tutorial_torch().to(device)
+    model = build_reference("tutorial").to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss_fn = nn.CrossEntropyLoss()
     bs = spec["batch_size"]
@@ -215,16 +216,6 @@ def _reference(spec, train, test):
             **_speed_or_tta(spec, seconds, cpu_seconds, steps_samples(steps, bs, len(x)), accuracies)}
 
 
-def _tutorial_torch():
-    from torch import nn
-
-    return nn.Sequential(
-        nn.Conv2d(1, 4, 3), nn.ReLU(), nn.MaxPool2d(2),  # (N, 4, 13, 13)
-        nn.Conv2d(4, 4, 3), nn.ReLU(), nn.MaxPool2d(2),  # (N, 4, 5, 5)
-        nn.Flatten(), nn.Linear(100, 10),                # (N, 10) logits
-    )
-
-
 def _reference_profile(spec, train, device):
     """The reference loop's step in the phases of Trainer.profile, a clock read between them."""
     import torch
@@ -232,10 +223,7 @@ def _reference_profile(spec, train, device):
 
     x, y = _to_tensors(*train, device)
     name = spec.get("model", "tutorial")
-    if name != "tutorial" and name not in REFERENCE_MODELS:
-        raise ValueError(f"model {name!r} has no plain PyTorch version in the bench (it has tutorial, "
-                         f"{', '.join(REFERENCE_MODELS)})")
-    model = (_tutorial_torch() if name == "tutorial" else REFERENCE_MODELS[name][0]()).to(device)
+    model = build_reference(name).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss_fn = nn.CrossEntropyLoss()
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
@@ -298,71 +286,6 @@ def _torch_accuracy(model, x, y, batch=1000):
 
 # ---------------------------------------------------------------- the recipes as plain PyTorch
 
-# MNIST's pixel mean and standard deviation (models.MNIST_MEAN, MNIST_STD; not imported: models imports keras).
-MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
-
-
-def _bn(n, dims=2):
-    """torch BatchNorm with Keras's defaults: epsilon 1e-3, moving average momentum 0.99 (torch: 0.01)."""
-    from torch import nn
-
-    return (nn.BatchNorm2d if dims == 2 else nn.BatchNorm1d)(n, eps=1e-3, momentum=0.01)
-
-
-def _fast():
-    from torch import nn
-
-    return nn.Sequential(                                                        # input standardised once
-        nn.Conv2d(1, 16, 5), nn.MaxPool2d(2), _bn(16), nn.ReLU(),                # (N, 16, 12, 12)
-        nn.Conv2d(16, 32, 3), nn.MaxPool2d(2), _bn(32), nn.ReLU(),               # (N, 32, 5, 5)
-        nn.Flatten(), nn.Linear(800, 128), nn.ReLU(), nn.Linear(128, 10))        # (N, 10) logits
-
-
-def _shift_cnn():
-    from torch import nn
-
-    return nn.Sequential(                                                        # shifted on the batch
-        nn.Conv2d(1, 32, 5, bias=False), _bn(32), nn.ReLU(), nn.MaxPool2d(2),    # (N, 32, 12, 12)
-        nn.Conv2d(32, 64, 3, bias=False), _bn(64), nn.ReLU(), nn.MaxPool2d(2),   # (N, 64, 5, 5)
-        nn.Flatten(), nn.Linear(1600, 256, bias=False), _bn(256, dims=1), nn.ReLU(),
-        nn.Dropout(0.25), nn.Linear(256, 10))                                    # (N, 10) logits
-
-
-def _shift_cnn_deep():
-    from torch import nn
-
-    return nn.Sequential(                                                        # shifted on the batch
-        nn.Conv2d(1, 32, 5, bias=False), _bn(32), nn.ReLU(), nn.MaxPool2d(2),    # (N, 32, 12, 12)
-        nn.Conv2d(32, 64, 3, bias=False), _bn(64), nn.ReLU(),                    # (N, 64, 10, 10)
-        nn.Conv2d(64, 64, 3, bias=False), _bn(64), nn.ReLU(), nn.MaxPool2d(2),   # (N, 64, 4, 4)
-        nn.Flatten(), nn.Linear(1024, 256, bias=False), _bn(256, dims=1), nn.ReLU(),
-        nn.Dropout(0.25), nn.Linear(256, 10))                                    # (N, 10) logits
-
-
-def _kerasio_convnet():
-    from torch import nn
-
-    return nn.Sequential(
-        nn.Conv2d(1, 32, 3), nn.ReLU(), nn.MaxPool2d(2),                         # (N, 32, 13, 13)
-        nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),                        # (N, 64, 5, 5)
-        nn.Flatten(), nn.Dropout(0.5), nn.Linear(1600, 10))                      # (N, 10) logits
-
-
-# model name -> (torch builder, inputs standardised as the Keras model does, random shift in pixels)
-REFERENCE_MODELS = {"fast": (_fast, True, 0), "shift-cnn": (_shift_cnn, True, 2),
-                    "shift-cnn-deep": (_shift_cnn_deep, True, 2), "kerasio-convnet": (_kerasio_convnet, False, 0)}
-
-
-def reference_unsupported(recipe):
-    """Why the plain PyTorch reference cannot run this recipe (None when it can)."""
-    if recipe["model"] not in REFERENCE_MODELS:
-        return (f"model {recipe['model']!r} has no plain PyTorch version in the bench "
-                f"(it has {', '.join(REFERENCE_MODELS)})")
-    if recipe["optimizer"] != "adam":
-        return f"optimizer {recipe['optimizer']!r}: the reference is written with Adam only"
-    return None
-
-
 def reference_lr(recipe, total_steps, step):
     """The learning rate of optimizer step `step` (0-based) of `total_steps`: optimizers.learning_rate
     written out (Keras's CosineDecay, with its warm-up for onecycle), with no Keras."""
@@ -411,12 +334,12 @@ def _reference_recipe(spec, train, test):
     train, _ = data.split_validation(*train, recipe["validation_split"])
     x, y = _to_tensors(*train, device)
     x_test, y_test = _to_tensors(*test, device)
-    build, standardise, shift = REFERENCE_MODELS[recipe["model"]]
+    _, standardise, shift = REFERENCE_MODELS[recipe["model"]]
     background = 0.0
     if standardise:  # once, on the tensors (the Keras models do it in a Rescaling layer)
         x, x_test = (x - MNIST_MEAN) / MNIST_STD, (x_test - MNIST_MEAN) / MNIST_STD
         background = -MNIST_MEAN / MNIST_STD  # a raw 0, standardised
-    model = build().to(device)
+    model = build_reference(recipe["model"]).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=recipe["lr"], betas=(recipe["beta_1"], recipe["beta_2"]),
                                  eps=1e-7)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe["label_smoothing"])

@@ -261,10 +261,9 @@ def run_step(python, command, backend, args):
 
 def test_curve(folder, worker):
     """Test accuracy after each epoch, when the run validated on the test set (validation_split 0)."""
-    metrics = folder / worker["training"]["run_dir"] / "metrics.json"
-    if not metrics.is_file():
+    m = runs.read_metrics(folder / worker["training"]["run_dir"])
+    if m is None:
         return None
-    m = runs.read_json(metrics)
     return m["history"].get("val_accuracy") if m.get("validation_source") == "test set" else None
 
 

@@ -50,7 +50,7 @@ def train_run(backend, train_dir, train_args, timeout=None):
     print(f"[{backend}] {' '.join(cmd[1:])}", flush=True)
     done = subprocess.run(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"}, timeout=timeout)
     new = sorted(p for p in train_dir.iterdir() if p.name not in before and p.is_dir())
-    if done.returncode != 0 or len(new) != 1 or not (new[0] / "model.keras").is_file():
+    if done.returncode != 0 or len(new) != 1 or not (new[0] / runs.MODEL).is_file():
         raise TrainingError(f"training under {backend} failed (exit {done.returncode}); its output is above. "
                             f"Run the printed train command alone to see why.")
     return new[0]
@@ -73,8 +73,8 @@ def worker(backend, out, train_args, seed=42, sweep=None):
     structures = all_structures()
     save_initial_weights(here / "init", seed)
     run_dir = train_run(backend, here / "train", train_args)
-    metrics = runs.read_json(run_dir / "metrics.json")
-    model = keras.saving.load_model(run_dir / "model.keras")
+    metrics = runs.read_metrics(run_dir)
+    model = keras.saving.load_model(run_dir / runs.MODEL)
     runs.save_weights(model, here / "model.weights.h5")
     record = {
         "backend": backend,
@@ -83,12 +83,12 @@ def worker(backend, out, train_args, seed=42, sweep=None):
         "structure": structures,
         "training": {
             "run_dir": os.path.relpath(run_dir, here),
-            "model": os.path.relpath(run_dir / "model.keras", here),
+            "model": os.path.relpath(run_dir / runs.MODEL, here),
             "weights": "model.weights.h5",
             "config": metrics["config"],
             "test": metrics["test"],
             "train_seconds": metrics["train_seconds_this_session"],
-            "seed_sweep": {str(s): runs.read_json(train_run(backend, here / "train", args) / "metrics.json")["test"]
+            "seed_sweep": {str(s): runs.read_metrics(train_run(backend, here / "train", args))["test"]
                            for s, args in (sweep or {}).items()},
         },
     }
