@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Render the result tables of README.md and docs/*.md from the JSON files the commands wrote.
+"""Render the result tables, the figures in the prose and the plots of README.md and docs/*.md from
+the JSON files the commands wrote.
 
 A table in a markdown file sits between two markers, and only the lines between them are generated:
 
@@ -7,16 +8,23 @@ A table in a markdown file sits between two markers, and only the lines between 
     | ... the table, rendered from its JSON file ... |
     <!-- /report -->
 
-`TABLES` below says which JSON file and which renderer make each NAME. Add a row there (and the two
-markers in the markdown file) for a new JSON file; the renderers take the loaded JSON and return the
-table's lines.
+A figure in a sentence or a table cell sits between two markers on one line (not at its start,
+where markdown would end the paragraph): `reaches 99% in <!-- fig:NAME -->8.1-17.7 s<!-- /fig -->`.
+A plot is a PNG under docs/plots/ that carries the data it was drawn from (bench/charts.py).
 
-    python scripts/report.py --check   # exit 1, with a diff, if a table differs from its JSON
-    python scripts/report.py --write   # rewrite the tables in place
-    python scripts/report.py --show NAME   # print one rendered table
+`TABLES`, `FIGURES` and `PLOTS` below say which JSON files and which renderer make each one. Add a
+row there (and the markers in the markdown file) for a new JSON file; the renderers take the loaded
+JSON and return the table's lines, the figure's text or the plot's data.
 
-Standard library only: no keras, no framework; of the package only mnist_keras3.bench.tables, the
-benchmark's own renderers (standard library too).
+    python scripts/report.py --check   # exit 1, with a diff, if a table, figure or plot differs from its JSON
+    python scripts/report.py --write   # rewrite the tables and figures in place, redraw stale plots
+    python scripts/report.py --show NAME   # print one rendered table or figure
+
+--write redraws a plot only when its data changed (PNG bytes differ between matplotlib versions);
+after a change to how plots are drawn, delete the PNGs under docs/plots/ and run --write.
+
+Standard library only, but for drawing a plot under --write (matplotlib): no keras, no framework; of
+the package only mnist_keras3.bench.tables and .charts, the benchmark's own renderers.
 """
 
 import argparse
@@ -28,7 +36,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the checkout's package, installed or not
-from mnist_keras3.bench import tables  # noqa: E402  (stdlib only)
+from mnist_keras3.bench import charts, tables  # noqa: E402  (stdlib only; charts imports matplotlib to draw)
 from mnist_keras3.bench.tables import profile_table, seconds_cell, speed_table, tta_table  # noqa: E402
 
 # ---------------------------------------------------------------- renderers: loaded JSON -> lines
@@ -97,7 +105,109 @@ def serve_load_table(data):
     return out
 
 
+# ---------------------------------------------------------------- figures: loaded JSON -> text
+
+
+def _span(values, fmt, unit=""):
+    """'lo-hi' of `values` in `fmt`, then `unit`; the one value when both ends print the same."""
+    lo, hi = fmt(min(values)), fmt(max(values))
+    return (lo if lo == hi else f"{lo}-{hi}") + unit
+
+
+def _pct(v):
+    return f"{100 * v:.2f}"
+
+
+def _rows(data, role):
+    return [r for r in data["summary"] if r["role"] == role and r.get("seeds")]
+
+
+def median_accuracy_span(datas, role="recipe"):
+    """The median final test accuracy of each run of `role` in the recipe benchmarks, lowest-highest."""
+    return _span([r["median_accuracy"] for d in _listed(datas) for r in _rows(d, role)], _pct, "%")
+
+
+def peer_accuracy_span(data):
+    return median_accuracy_span(data, role="peer")
+
+
+def final_accuracy_span(datas):
+    """The final test accuracy of every seed of every backend in the recipe benchmarks."""
+    return _span([r["final_accuracy"] for d in _listed(datas) for r in d["runs"]
+                  if r["role"] == "recipe" and "final_accuracy" in r], _pct, "%")
+
+
+def min_final_accuracy(data):
+    return _pct(min(r["min_accuracy"] for r in _rows(data, "recipe"))) + "%"
+
+
+def seconds_to_mark_span(mark):
+    """The median seconds to test accuracy `mark` of each backend's run of the recipe."""
+    def render(data):
+        return _span([r["seconds"][mark] for r in _rows(data, "recipe")], lambda v: f"{v:.1f}", " s")
+    render.__name__ = f"seconds_to_{mark}_span"
+    return render
+
+
+def peer_speedup_span(data):
+    """How many times sooner each backend's recipe reaches the first mark than keras-io's convnet
+    under the same backend (median seconds over median seconds)."""
+    mark = f"{data['marks'][0]:g}"
+    peer = {r["backend"]: r["seconds"][mark] for r in _rows(data, "peer")}
+    return _span([peer[r["backend"]] / r["seconds"][mark] for r in _rows(data, "recipe")
+                  if peer.get(r["backend"]) and r["seconds"][mark]], lambda v: f"{v:.1f}", "x")
+
+
+def first_recipe_accuracy_span(data):
+    """The first recipe benchmark's layout (`recipe.runs`): the test accuracy of each backend."""
+    return _span([r["accuracy"] for r in data["recipe"]["runs"] if "error" not in r], _pct, "%")
+
+
+def metrics_test_accuracy(data):
+    """A run's metrics.json: its test accuracy."""
+    return _pct(data["test"]["accuracy"]) + "%"
+
+
+def speed_ratio_span(data):
+    """The speed benchmark: every backend's samples/s over the plain PyTorch loop's, all batch sizes."""
+    return _span([r["ratio"] for r in data["summary"] if r["loop"] != "reference" and r.get("ratio")],
+                 lambda v: f"{v:.2f}", "x")
+
+
+def tta_epochs(data):
+    """The speed benchmark's time to accuracy: the epochs each backend's native loop took."""
+    return ", ".join(f"{r['backend']} {r['epochs']}" for r in data["time_to_accuracy"]
+                     if r["loop"] == "native" and "error" not in r)
+
+
+def distributed_max_gap(data):
+    """scripts/measure_distributed.py: the largest gap, in percentage points of test accuracy,
+    between a backend's several-device run and its one-device run."""
+    gaps = [abs(m["accuracy_minus_one_device_pp"]) for b in data["backends"].values() for m in b["modes"].values()]
+    return f"{max(gaps):.2f} pp"
+
+
+def serve_load_span(mix):
+    """scripts/loadtest.py --json: requests/s and p99 of the 16-client runs of one `mix`."""
+    def render(data):
+        runs = [r for r in data["runs"] if r["mix"] == {mix: 1} and r["clients"] == 16]
+        return (f"{_span([r['requests_per_s'] for r in runs], lambda v: f'{v:,.0f}')} requests/s, p99 "
+                f"{_span([r['latency_ms']['p99'] for r in runs], lambda v: f'{v:.0f}', ' ms')}")
+    render.__name__ = f"serve_load_{mix}_span"
+    return render
+
+
+def soak_requests(data):
+    return f"{max(r['requests'] for r in data['runs'] if 'soak' in r['label']):,}"
+
+
+def _listed(datas):
+    return datas if isinstance(datas, list) else [datas]
+
+
 # ---------------------------------------------------------------- what goes where
+
+B = "docs/benchmarks/"
 
 # (markdown file, marker name, JSON file or tuple of JSON files, renderer); paths from the repo root.
 # A renderer gets the loaded JSON (a list of them for a tuple) and returns the table's lines.
@@ -121,25 +231,80 @@ TABLES = [
     ("docs/serving.md", "serve-png-repeats", "docs/benchmarks/serve-png-repeats-2cpu.json", serve_load_table),
 ]
 
+TUTORIAL, FAST, STRONG = (B + "tutorial-recipe-2cpu.json", B + "fast-recipe-3seeds-2cpu.json",
+                          B + "strong-recipe-3seeds-peers-2cpu.json")
+BEST = (B + "best-recipe-3seeds-tf-2cpu.json", B + "best-recipe-peers-2cpu.json")
+LOOPS = B + "loops-auto-2cpu-2026-11-30f.json"
+
+# Figures in sentences and table cells, the same shape as TABLES; a renderer returns the text.
+FIGURES = [
+    ("README.md", "tutorial-accuracy", TUTORIAL, median_accuracy_span),
+    ("README.md", "tutorial-bn-accuracy", "docs/results/tutorial-bn-tensorflow-metrics.json", metrics_test_accuracy),
+    ("README.md", "strong-noaug-accuracy", B + "fast-recipe-2cpu.json", first_recipe_accuracy_span),
+    ("README.md", "fast-accuracy", FAST, median_accuracy_span),
+    ("README.md", "strong-accuracy", STRONG, median_accuracy_span),
+    ("README.md", "best-accuracy", BEST, final_accuracy_span),
+    ("README.md", "kerasio-accuracy", FAST, peer_accuracy_span),
+    ("README.md", "fast-seconds-99", FAST, seconds_to_mark_span("0.99")),
+    ("README.md", "fast-vs-kerasio", FAST, peer_speedup_span),
+    ("README.md", "strong-seconds-99.5", STRONG, seconds_to_mark_span("0.995")),
+    ("README.md", "loops-ratio", LOOPS, speed_ratio_span),
+    ("README.md", "distributed-gap", B + "distributed-2cpu.json", distributed_max_gap),
+    ("README.md", "serve-json", B + "serve-load-2cpu.json", serve_load_span("json")),
+    ("README.md", "serve-png", B + "serve-load-2cpu.json", serve_load_span("png")),
+    ("README.md", "serve-soak", B + "serve-load-2cpu.json", soak_requests),
+    ("docs/speed.md", "loops-ratio", LOOPS, speed_ratio_span),
+    ("docs/speed.md", "tta-epochs-before", B + "2cpu-quiet-default-threads.json", tta_epochs),
+    ("docs/speed.md", "fast-min-accuracy", FAST, min_final_accuracy),
+    ("docs/speed.md", "fast-vs-kerasio", FAST, peer_speedup_span),
+    ("docs/speed.md", "best-accuracy", (*BEST, B + "best-recipe-3seeds-jax-2cpu.json"), final_accuracy_span),
+]
+
+# Plots: (PNG file, JSON file, data renderer, drawer); the PNG carries the data it was drawn from.
+PLOTS = [
+    ("docs/plots/tutorial-recipe-2cpu.png", TUTORIAL, charts.recipe_curves_data, charts.draw_recipe_curves),
+    ("docs/plots/fast-recipe-3seeds-2cpu.png", FAST, charts.recipe_curves_data, charts.draw_recipe_curves),
+    ("docs/plots/strong-recipe-3seeds-peers-2cpu.png", STRONG, charts.recipe_curves_data, charts.draw_recipe_curves),
+    ("docs/plots/best-recipe-peers-2cpu.png", BEST[1], charts.recipe_curves_data, charts.draw_recipe_curves),
+    ("docs/plots/loops-auto-2cpu-2026-11-30f.png", LOOPS, charts.speed_bars_data, charts.draw_speed_bars),
+]
+
 # ---------------------------------------------------------------- markers
 
 BLOCK = re.compile(r"(<!-- report:(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /report -->)", re.S)
+INLINE = re.compile(r"(<!-- fig:(?P<name>[\w.-]+) -->)(?P<body>[^\n]*?)(<!-- /fig -->)")
+
+
 def render(spec, root=ROOT):
     _, _, sources, renderer = spec
+    return renderer(_load_sources(sources, root))
+
+
+def _load_sources(sources, root):
     if isinstance(sources, str):
-        return renderer(_load(root / sources))
-    return renderer([_load(root / s) for s in sources])
+        return _load(root / sources)
+    return [_load(root / s) for s in sources]
 
 
 def _load(path):
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
-        raise SystemExit(f"error: {path} not found: a table in TABLES names it") from None
+        raise SystemExit(f"error: {path} not found: a table, figure or plot names it") from None
 
 
 def replace_block(text, name, lines):
     """`text` with the body of block `name` replaced by `lines`; ValueError when the block is missing."""
+    return _replace(BLOCK, text, name, "".join(line + "\n" for line in lines),
+                    f"no '<!-- report:{name} -->' ... '<!-- /report -->' block")
+
+
+def replace_figure(text, name, figure):
+    """`text` with every figure `name` (an inline marker pair) holding `figure`; ValueError when none is there."""
+    return _replace(INLINE, text, name, figure, f"no '<!-- fig:{name} -->...<!-- /fig -->' figure")
+
+
+def _replace(pattern, text, name, body, missing):
     found = False
 
     def sub(m):
@@ -147,42 +312,84 @@ def replace_block(text, name, lines):
         if m.group("name") != name:
             return m.group(0)
         found = True
-        return m.group(1) + "".join(line + "\n" for line in lines) + m.group(4)
+        return m.group(1) + body + m.group(4)
 
-    new = BLOCK.sub(sub, text)
+    new = pattern.sub(sub, text)
     if not found:
-        raise ValueError(f"no '<!-- report:{name} -->' ... '<!-- /report -->' block")
+        raise ValueError(missing)
     return new
+
+
+def unknown_markers(text, md):
+    """Markers in `text` that no row of TABLES or FIGURES renders: a figure nobody checks."""
+    known_tables = {n for m, n, _, _ in TABLES if m == md}
+    known_figures = {n for m, n, _, _ in FIGURES if m == md}
+    return sorted({f"report:{m.group('name')}" for m in BLOCK.finditer(text) if m.group("name") not in known_tables}
+                  | {f"fig:{m.group('name')}" for m in INLINE.finditer(text) if m.group("name") not in known_figures})
+
+
+def misplaced_figures(text):
+    """Figure markers that open a line: there markdown reads the comment as an HTML block, which ends
+    the paragraph around it, so a sentence would break in two where its figure starts."""
+    return [m.group("name") for m in INLINE.finditer(text) if m.start() == 0 or text[m.start() - 1] == "\n"]
+
+
+def stale_plots(root, redraw):
+    """The PLOTS whose PNG is missing or carries other data than its JSON gives; with `redraw`, each
+    is drawn again (only those: a picture whose data did not change is left as it is)."""
+    stale = []
+    for png, sources, data_of, draw in PLOTS:
+        want = charts.dump(data_of(_load_sources(sources, root)))
+        path = root / png
+        have = charts.png_data(path) if path.exists() else None
+        if have == want:
+            continue
+        why = "missing" if not path.exists() else "drawn from other data" if have else "carries no plot data"
+        stale.append(f"{png} ({why})")
+        if redraw:
+            draw(json.loads(want), path)
+    return stale
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     mode = p.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--check", action="store_true", help="exit 1 if a table differs from its JSON")
-    mode.add_argument("--write", action="store_true", help="rewrite the tables from their JSON")
-    mode.add_argument("--show", metavar="NAME", help="print one rendered table")
+    mode.add_argument("--check", action="store_true", help="exit 1 if a table, figure or plot differs from its JSON")
+    mode.add_argument("--write", action="store_true", help="rewrite the tables and figures, redraw stale plots")
+    mode.add_argument("--show", metavar="NAME", help="print one rendered table or figure")
     p.add_argument("--root", type=Path, default=ROOT, help="the checkout (default: %(default)s)")
     args = p.parse_args(argv)
 
     if args.show:
-        specs = [s for s in TABLES if s[1] == args.show]
+        specs = [s for s in TABLES + FIGURES if s[1] == args.show]
         if not specs:
-            p.error(f"no table named {args.show!r}; known: {', '.join(s[1] for s in TABLES)}")
-        print("\n".join(render(specs[0], args.root)))
+            p.error(f"no table or figure named {args.show!r}; known: {', '.join(s[1] for s in TABLES + FIGURES)}")
+        out = render(specs[0], args.root)
+        print(out if isinstance(out, str) else "\n".join(out))
         return 0
 
     stale, files = [], {}
-    for spec in TABLES:
-        md, name = spec[0], spec[1]
-        path = args.root / md
-        if md not in files:
-            files[md] = path.read_text()
-        try:
-            files[md] = replace_block(files[md], name, render(spec, args.root))
-        except ValueError as e:
-            print(f"error: {md}: {e}", file=sys.stderr)
-            return 1
+    for specs, replace in ((TABLES, replace_block), (FIGURES, replace_figure)):
+        for spec in specs:
+            md, name = spec[0], spec[1]
+            if md not in files:
+                files[md] = (args.root / md).read_text()
+            try:
+                files[md] = replace(files[md], name, render(spec, args.root))
+            except ValueError as e:
+                print(f"error: {md}: {e}", file=sys.stderr)
+                return 1
     for md, text in files.items():
+        misplaced = misplaced_figures(text)
+        if misplaced:
+            print(f"error: {md}: figures at the start of a line (markdown would end the paragraph there): "
+                  f"{', '.join(misplaced)}; move the marker after a word", file=sys.stderr)
+            return 1
+        unknown = unknown_markers(text, md)
+        if unknown:
+            print(f"error: {md}: markers nothing renders: {', '.join(unknown)} (add them to TABLES or FIGURES)",
+                  file=sys.stderr)
+            return 1
         old = (args.root / md).read_text()
         if old == text:
             continue
@@ -193,12 +400,17 @@ def main(argv=None):
         else:
             diff = difflib.unified_diff(old.splitlines(True), text.splitlines(True), md, md + " (rendered)")
             sys.stdout.writelines(diff)
+    plots = stale_plots(args.root, redraw=args.write)
+    if args.write:
+        for plot in plots:
+            print(f"drew {plot.split(' (')[0]}")
     if args.check:
-        if stale:
-            print(f"error: {', '.join(stale)} differ from the JSON; run: python scripts/report.py --write",
+        if stale or plots:
+            print(f"error: {', '.join(stale + plots)} differ from the JSON; run: python scripts/report.py --write",
                   file=sys.stderr)
             return 1
-        print(f"{len(TABLES)} tables in {len(files)} files match their JSON")
+        print(f"{len(TABLES)} tables, {len(FIGURES)} figures in {len(files)} files and {len(PLOTS)} plots "
+              "match their JSON")
     return 0
 
 

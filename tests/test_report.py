@@ -51,22 +51,105 @@ def test_speed_table_rows():
     ]
 
 
+def _checkout(tmp_path):
+    """A copy of what scripts/report.py reads and writes: the markdown files, the JSON, the plots."""
+    for pattern in ("README.md", "docs/*.md", "docs/benchmarks/*.json", "docs/results/*.json", "docs/plots/*.png"):
+        for src in ROOT.glob(pattern):
+            dst = tmp_path / src.relative_to(ROOT)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.write_bytes(src.read_bytes())
+    return tmp_path
+
+
 def test_write_then_check(tmp_path):
-    # --write fills an emptied block back in; --check then passes, and fails on a hand edit.
+    # --write fills emptied blocks and figures back in; --check then passes, and fails on a hand edit.
     report = _report()
-    for md, _, sources, _ in report.TABLES:
-        for src in (sources,) if isinstance(sources, str) else sources:
-            (tmp_path / src).parent.mkdir(parents=True, exist_ok=True)
-            (tmp_path / src).write_bytes((ROOT / src).read_bytes())
-        (tmp_path / md).parent.mkdir(parents=True, exist_ok=True)
-        names = [n for m, n, _, _ in report.TABLES if m == md]
-        (tmp_path / md).write_text("".join(f"<!-- report:{n} -->\nstale\n<!-- /report -->\n" for n in names))
-    assert report.main(["--check", "--root", str(tmp_path)]) == 1
-    assert report.main(["--write", "--root", str(tmp_path)]) == 0
-    assert report.main(["--check", "--root", str(tmp_path)]) == 0
-    md = tmp_path / report.TABLES[0][0]
+    root = _checkout(tmp_path)
+    for md in {spec[0] for spec in report.TABLES + report.FIGURES}:
+        tables = [n for m, n, _, _ in report.TABLES if m == md]
+        figures = [n for m, n, _, _ in report.FIGURES if m == md]
+        (root / md).write_text("".join(f"<!-- report:{n} -->\nstale\n<!-- /report -->\n" for n in tables)
+                               + "".join(f"It is <!-- fig:{n} -->stale<!-- /fig -->.\n" for n in figures))
+    assert report.main(["--check", "--root", str(root)]) == 1
+    assert report.main(["--write", "--root", str(root)]) == 0
+    assert report.main(["--check", "--root", str(root)]) == 0
+    md = root / report.TABLES[0][0]
     md.write_text(md.read_text().replace("| 32 |", "| 33 |", 1))
-    assert report.main(["--check", "--root", str(tmp_path)]) == 1
+    assert report.main(["--check", "--root", str(root)]) == 1
+
+
+def test_a_wrong_prose_figure_fails_the_check(tmp_path, capsys):
+    # The README's old fast range, which left out jax's 99.31%.
+    report = _report()
+    root = _checkout(tmp_path)
+    assert report.main(["--check", "--root", str(root)]) == 0
+    readme = root / "README.md"
+    text = readme.read_text()
+    right = "<!-- fig:fast-accuracy -->99.24-99.31%<!-- /fig -->"
+    assert right in text
+    readme.write_text(text.replace(right, right.replace("99.31", "99.30")))
+    capsys.readouterr()
+    assert report.main(["--check", "--root", str(root)]) == 1
+    out = capsys.readouterr()
+    assert any(line.startswith("+") and right in line for line in out.out.splitlines()), out.out
+    assert "README.md" in out.err
+    assert report.main(["--write", "--root", str(root)]) == 0
+    assert right in readme.read_text()
+
+
+@pytest.mark.parametrize("text, why", [
+    ("Some <!-- fig:nobody-renders-this -->1.0%<!-- /fig --> figure.\n", "markers nothing renders: fig:nobody"),
+    ("A sentence whose figure opens the next line,\n<!-- fig:tutorial-accuracy -->1%<!-- /fig -->.\n",
+     "at the start of a line"),
+])
+def test_a_figure_the_check_cannot_vouch_for_fails(tmp_path, capsys, text, why):
+    report = _report()
+    root = _checkout(tmp_path)
+    readme = root / "README.md"
+    readme.write_text(readme.read_text() + text)
+    assert report.main(["--check", "--root", str(root)]) == 1
+    assert why in capsys.readouterr().err
+
+
+def test_a_missing_plot_fails_the_check_and_write_draws_it(tmp_path, capsys):
+    report = _report()
+    root = _checkout(tmp_path)
+    png = root / report.PLOTS[0][0]
+    png.unlink()
+    assert report.main(["--check", "--root", str(root)]) == 1
+    assert f"{report.PLOTS[0][0]} (missing)" in capsys.readouterr().err
+    assert report.main(["--write", "--root", str(root)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert report.main(["--check", "--root", str(root)]) == 0
+
+
+def test_a_plot_drawn_from_other_data_fails_the_check(tmp_path, capsys):
+    # Each PNG carries the data it was drawn from: another recipe's picture, or one with no data
+    # (a screenshot, a PNG saved by hand), under a plot's name does not pass.
+    report = _report()
+    root = _checkout(tmp_path)
+    (first, *_), (second, *_) = report.PLOTS[:2]
+    (root / second).write_bytes((root / first).read_bytes())
+    assert report.main(["--check", "--root", str(root)]) == 1
+    assert f"{second} (drawn from other data)" in capsys.readouterr().err
+    (root / second).write_bytes((ROOT / "docs" / "serve.png").read_bytes())
+    assert report.main(["--check", "--root", str(root)]) == 1
+    assert f"{second} (carries no plot data)" in capsys.readouterr().err
+
+
+def test_every_plot_is_shown_and_its_data_is_the_json():
+    # Each plot's stored data is what its JSON gives (the check above), and a page shows it.
+    report = _report()
+    from mnist_keras3.bench import charts
+
+    text = "\n".join(p.read_text() for p in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))])
+    for png, sources, data_of, _ in report.PLOTS:
+        assert Path(png).name in text, f"{png} is drawn but no page shows it"
+        data = json.loads(charts.png_data(ROOT / png))
+        assert data == json.loads(charts.dump(data_of(report._load_sources(sources, ROOT))))
+    fast = json.loads(charts.png_data(ROOT / "docs/plots/fast-recipe-3seeds-2cpu.png"))
+    jax = next(s for s in fast["series"] if s["name"] == "jax")
+    assert fast["machine"] == "2-core CPU" and jax["seeds"] == 3 and jax["accuracy"][-1] == 0.9931
 
 
 def test_every_benchmark_file_is_cited_and_every_citation_exists():
