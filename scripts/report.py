@@ -201,6 +201,65 @@ def soak_requests(data):
     return f"{max(r['requests'] for r in data['runs'] if 'soak' in r['label']):,}"
 
 
+def _named(render, name):
+    render.__name__ = name
+    return render
+
+
+def _per_batch(values, unit):
+    """'a / b ms' or 'ax / bx', one value per batch size in the file's order (the docs' 'batch 32 / 64')."""
+    if unit == "x":
+        return " / ".join(f"{v:.2f}x" for v in values)
+    return " / ".join(f"{v:.2f}" for v in values) + unit
+
+
+def loop_change(batch, backends):
+    """The speed benchmark: each backend's x plain PyTorch under `fit`, then under its native loop."""
+    def render(data):
+        ratio = {(r["backend"], r["loop"]): r["ratio"] for r in data["summary"] if r["batch_size"] == batch}
+        return ", ".join(f"{b} {ratio[b, 'fit']:.2f}x -> {ratio[b, 'native']:.2f}x" for b in backends)
+    return _named(render, f"loop_change_{batch}")
+
+
+def speed_ratios(backend):
+    """The speed benchmark: one backend's x plain PyTorch at each batch size."""
+    return _named(lambda data: _per_batch([r["ratio"] for r in data["summary"] if r["backend"] == backend
+                                           and r["loop"] != "reference"], "x"), f"speed_ratios_{backend}")
+
+
+def profile_ms(backend, loop, phase=None):
+    """The profile (`--profile`): ms per step of one `phase` of a backend's loop (the whole step
+    without one), per batch size."""
+    def render(data):
+        rows = [r for r in data["rows"] if r["backend"] == backend and r["loop"] == loop]
+        return _per_batch([r["ms_per_step"][phase] if phase else r["step_ms"] for r in rows], " ms")
+    return _named(render, f"profile_{backend}_{loop}_{phase or 'step'}")
+
+
+def profile_ratio(backend):
+    """The profile: one backend's native step against the reference's, per batch size."""
+    return _named(lambda data: _per_batch([r["ratio"] for r in data["rows"] if r["backend"] == backend
+                                           and r["loop"] == "native"], "x"), f"profile_ratio_{backend}")
+
+
+def forward_piece_ms(piece):
+    """scripts/jax_forward_pieces.py: ms per step up to `piece`, per batch size."""
+    return _named(lambda data: _per_batch([r["ms_per_step"] for r in data["rows"] if r["piece"] == piece], " ms"),
+                  f"forward_piece_{piece}")
+
+
+def step_ops_ms(run):
+    """scripts/jax_step_ops.py: the traced step's time in one of its runs."""
+    return _named(lambda data: f"{data['runs'][run]['step_us'] / 1000:.2f} ms", f"step_ops_{run}")
+
+
+def backend_seconds_to_mark(backend, mark):
+    """A recipe benchmark: one backend's median seconds to test accuracy `mark`."""
+    def render(data):
+        return f"{next(r['seconds'][mark] for r in _rows(data, 'recipe') if r['backend'] == backend):.1f} s"
+    return _named(render, f"seconds_to_{mark}_{backend}")
+
+
 def _listed(datas):
     return datas if isinstance(datas, list) else [datas]
 
@@ -258,6 +317,28 @@ FIGURES = [
     ("docs/speed.md", "fast-min-accuracy", FAST, min_final_accuracy),
     ("docs/speed.md", "fast-vs-kerasio", FAST, peer_speedup_span),
     ("docs/speed.md", "best-accuracy", (*BEST, B + "best-recipe-3seeds-jax-2cpu.json"), final_accuracy_span),
+    # The changes that stand: each effect, before and after, from the files the table names.
+    ("docs/speed.md", "native-vs-fit", B + "2cpu-quiet-default-threads.json",
+     loop_change(32, ("jax", "tensorflow", "torch"))),
+    ("docs/speed.md", "fused-adam-torch", B + "profile-2cpu.json", profile_ms("torch", "native", "optimizer")),
+    ("docs/speed.md", "fused-adam-reference", B + "profile-2cpu.json", profile_ms("torch", "reference", "optimizer")),
+    ("docs/speed.md", "simplify-trace-before", B + "profile-2cpu-blocked.json", profile_ratio("torch")),
+    ("docs/speed.md", "simplify-trace-after", B + "profile-2cpu-e.json", profile_ratio("torch")),
+    ("docs/speed.md", "im2col-xla", B + "jax-forward-pieces-2cpu.json",
+     forward_piece_ms("block 1 with XLA's own convolution")),
+    ("docs/speed.md", "im2col-rewritten", B + "jax-forward-pieces-2cpu.json", forward_piece_ms("+ max pool")),
+    ("docs/speed.md", "blocked-before", B + "jax-forward-pieces-2cpu.json",
+     forward_piece_ms("whole forward to logits")),
+    ("docs/speed.md", "blocked-after", B + "jax-forward-pieces-blocked-2cpu.json",
+     forward_piece_ms("whole forward to logits")),
+    ("docs/speed.md", "ynn-before", B + "jax-step-ops-2cpu.json", step_ops_ms("batch64-xla-default")),
+    ("docs/speed.md", "ynn-after", B + "jax-step-ops-2cpu.json", step_ops_ms("batch64-loop")),
+    ("docs/speed.md", "ynn-step-before", B + "profile-2cpu.json", profile_ms("jax", "native")),
+    ("docs/speed.md", "ynn-step-after", B + "profile-2cpu-blocked.json", profile_ms("jax", "native")),
+    ("docs/speed.md", "scan-fast-jax", FAST, backend_seconds_to_mark("jax", "0.99")),
+    ("docs/speed.md", "tf-steps-per-call", B + "2cpu-quiet-default-threads.json", loop_change(32, ("tensorflow",))),
+    ("docs/speed.md", "tf-fused-adam-before", B + "loops-auto-2cpu-2026-11-30e.json", speed_ratios("tensorflow")),
+    ("docs/speed.md", "tf-fused-adam-after", LOOPS, speed_ratios("tensorflow")),
 ]
 
 # Plots: (PNG file, JSON file, data renderer, drawer); the PNG carries the data it was drawn from.
