@@ -163,3 +163,29 @@ def test_every_benchmark_file_is_cited_and_every_citation_exists():
     present = {p.name for p in (ROOT / "docs" / "benchmarks").glob("*.json")}
     assert not present - cited, f"in docs/benchmarks but cited nowhere: {sorted(present - cited)}"
     assert not cited - present, f"cited but missing from docs/benchmarks: {sorted(cited - present)}"
+
+
+def test_any_recipe_json_plots_a_gpu_one_included(tmp_path):
+    # A recipe JSON from another machine (a GPU one) plots the same way; the title names its device,
+    # a failed seed is left out of the medians, and the PNG carries exactly that data.
+    from mnist_keras3.bench import charts
+
+    def run(role, backend, seed, acc, secs, error=None):
+        return {"role": role, "backend": backend, "seed": seed, "test_accuracy": acc, "cumulative_seconds": secs,
+                **({"error": error} if error else {})}
+
+    data = {"benchmark": "recipe", "marks": [0.99, 0.995], "machine": {"cores": 16, "device": "GPU: NVIDIA H200"},
+            "recipe": {"file": "configs/fast.toml", "config": {"model": "fast", "epochs": 2}},
+            "summary": [{"name": "jax", "role": "recipe", "backend": "jax"},
+                        {"name": "plain PyTorch (reference)", "role": "reference", "backend": "torch"}],
+            "runs": [run("recipe", "jax", 1, [0.98, 0.991], [1.0, 2.0]),
+                     run("recipe", "jax", 2, [0.97, 0.993], [3.0, 4.0]),
+                     run("recipe", "jax", 3, [], [], error="timed out"),
+                     run("reference", "torch", 1, [0.985, 0.992], [0.5, 1.0])]}
+    spec = charts.recipe_curves_data(data)
+    assert spec["machine"] == "GPU: NVIDIA H200, 16-core host"
+    jax = spec["series"][0]
+    assert (jax["seeds"], jax["seconds"], jax["accuracy"]) == (2, [2.0, 3.0], [0.975, 0.992])
+    png = tmp_path / "gpu.png"
+    charts.draw_recipe_curves(spec, png)
+    assert json.loads(charts.png_data(png)) == spec
