@@ -114,6 +114,12 @@ def _span(values, fmt, unit=""):
     return (lo if lo == hi else f"{lo}-{hi}") + unit
 
 
+def _named(render, name):
+    """A renderer made for one figure, named for --show and errors."""
+    render.__name__ = name
+    return render
+
+
 def _pct(v):
     return f"{100 * v:.2f}"
 
@@ -145,8 +151,7 @@ def seconds_to_mark_span(mark):
     """The median seconds to test accuracy `mark` of each backend's run of the recipe."""
     def render(data):
         return _span([r["seconds"][mark] for r in _rows(data, "recipe")], lambda v: f"{v:.1f}", " s")
-    render.__name__ = f"seconds_to_{mark}_span"
-    return render
+    return _named(render, f"seconds_to_{mark}_span")
 
 
 def peer_speedup_span(data):
@@ -193,17 +198,11 @@ def serve_load_span(mix):
         runs = [r for r in data["runs"] if r["mix"] == {mix: 1} and r["clients"] == 16]
         return (f"{_span([r['requests_per_s'] for r in runs], lambda v: f'{v:,.0f}')} requests/s, p99 "
                 f"{_span([r['latency_ms']['p99'] for r in runs], lambda v: f'{v:.0f}', ' ms')}")
-    render.__name__ = f"serve_load_{mix}_span"
-    return render
+    return _named(render, f"serve_load_{mix}_span")
 
 
 def soak_requests(data):
     return f"{max(r['requests'] for r in data['runs'] if 'soak' in r['label']):,}"
-
-
-def _named(render, name):
-    render.__name__ = name
-    return render
 
 
 def _per_batch(values, unit):
