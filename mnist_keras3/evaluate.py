@@ -94,13 +94,14 @@ def output_dir(args):
 def main(argv=None):
     args = parse_args(argv)
     name, source = backends.resolve_backend(args.backend)
-    keras = backends.activate(name)
+    backend = backends.activate(name)
+    keras = backend.keras
     from . import plots
     from .loading import load_with_record
 
     out = output_dir(args)  # before the slow part: a bad folder is known at once
     model, record = load_with_record(args.model)
-    info = backends.describe(name)
+    info = backend.describe()
     print(f"backend {info['backend']} {info['backend_version']} ({source}) | keras {info['keras_version']} "
           f"| device {info['device']} | model {args.model} ({model.count_params():,} parameters)")
 

@@ -100,8 +100,7 @@ def main(argv=None):
     check_model_file(args.model)  # a wrong path fails now, not after keras and the backend load
     sock = bind(args.host, args.port)
     try:
-        backends.activate(name)
-        backends.backend_module(name).configure_serving()  # this process only ever serves
+        backends.activate(name).module.configure_serving()  # this process only ever serves
         from . import webapp  # imports keras-using modules: only now that the backend is set
 
         app = webapp.create_app(args.model, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),

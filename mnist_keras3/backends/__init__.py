@@ -30,10 +30,12 @@ __init__.py (the contract):
 Import only the package of the active backend (backend_module): importing one imports its framework.
 """
 
+import dataclasses
 import importlib
 import importlib.util
 import os
 import sys
+import types
 
 from ..errors import UsageError
 
@@ -74,7 +76,8 @@ def resolve_backend(flag=None, config=None, environ=None):
 
 
 def activate(name, threads=0, devices=0, distribute="none"):
-    """Set KERAS_BACKEND to `name` and import keras under it; return the keras module.
+    """Set KERAS_BACKEND to `name` and import keras under it; return the Backend handle that the
+    rest of the run holds (the one place a backend name becomes its modules).
 
     threads > 0 sizes the backend's CPU thread pools (0 leaves the framework's default); with
     distribute "data-parallel", devices > 0 local devices (0: every device found) and what else
@@ -111,7 +114,50 @@ def activate(name, threads=0, devices=0, distribute="none"):
     if distribute != "none":
         mod.prepare_data_parallel(devices)
     mod.configure_numerics()
-    return keras
+    return Backend(name, keras, mod)
+
+
+@dataclasses.dataclass(frozen=True)
+class Backend:
+    """The active backend, as activate() returns it: its keras, its contract module (device,
+    numerics, memory, export, autodiff), its native loop and its data-parallel engine, so that the
+    run holds one object rather than turning the backend's name into modules again at each use."""
+
+    name: str
+    keras: types.ModuleType
+    module: types.ModuleType  # mnist_keras3/backends/<name>/__init__.py: the contract above
+
+    def describe(self):
+        """Backend, versions and device, for the console and metrics.json."""
+        return {"backend": self.name, "backend_version": self.module.framework_version(),
+                "keras_version": self.keras.__version__, "device": self.module.device_name()}
+
+    @property
+    def loop(self):
+        """backends/<name>/loop.py: the native loop's Trainer and what it supports."""
+        return importlib.import_module(f"mnist_keras3.backends.{self.name}.loop")
+
+    @property
+    def distribute(self):
+        """backends/<name>/distribute.py: data_parallel(cfg, loop) on the framework's own engine."""
+        return importlib.import_module(f"mnist_keras3.backends.{self.name}.distribute")
+
+
+def active():
+    """The Backend of the keras already imported (a library function called after an entry point
+    activated one, e.g. the web app describing its model)."""
+    import keras
+
+    name = keras.backend.backend()
+    return Backend(name, keras, importlib.import_module(f"mnist_keras3.backends.{name}"))
+
+
+def describe(name=None):
+    """Backend, versions and device of the keras already imported (`name`, if given, must be it)."""
+    backend = active()
+    if name is not None and name != backend.name:
+        raise RuntimeError(f"keras runs the {backend.name} backend, not {name}")
+    return backend.describe()
 
 
 def take_devices(found, asked, kind="devices found on this host"):
@@ -131,23 +177,7 @@ def host_memory():
         return None
 
 
-def backend_module(name=None):
-    """The per-backend helpers (mnist_keras3/backends/<name>/): same function names in each."""
-    if name is None:
-        import keras
-
-        name = keras.backend.backend()
+def backend_module(name):
+    """backends/<name>/__init__.py without activating it: only its static facts (export_modules),
+    for a command that compares backends before choosing one (export). Imports that framework."""
     return importlib.import_module(f"mnist_keras3.backends.{name}")
-
-
-def describe(name=None):
-    """Backend, versions and device of the active keras, for the console and metrics.json."""
-    import keras
-
-    mod = backend_module(name)
-    return {
-        "backend": keras.backend.backend(),
-        "backend_version": mod.framework_version(),
-        "keras_version": keras.__version__,
-        "device": mod.device_name(),
-    }

@@ -106,7 +106,7 @@ def numerics(model_name, weights, x, y, batch):
     model = models.build_model(model_name)
     model.load_weights(weights)
     probs = model.predict(x, batch_size=len(x), verbose=0)  # (N, 10)
-    loss, grads = backends.backend_module().loss_and_grads(model, x[:batch], y[:batch])
+    loss, grads = backends.active().module.loss_and_grads(model, x[:batch], y[:batch])
     return {"probs": np.asarray(probs, np.float32), "loss": float(loss), "batch": batch,
             "grads": [np.asarray(g, np.float32) for g in grads],
             "grad_names": [w.path for w in model.trainable_weights]}
