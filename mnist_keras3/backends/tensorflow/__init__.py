@@ -70,6 +70,28 @@ def workers():
     return sum(len(cluster.get(kind, [])) for kind in ("chief", "worker")) or 1
 
 
+def _multi_worker_strategy():
+    """tf.distribute.MultiWorkerMirroredStrategy as Keras's fit can drive it.
+
+    Keras's tensorflow trainer hands the strategy two reductions that MirroredStrategy takes and
+    the multi-worker one (CollectiveAllReduceStrategy) refuses: the whole first (x, y) batch at
+    once (to build the model symbolically before fit; MirroredStrategy reduces a nest value by
+    value, the collective one converts the nest to one tensor and fails on its PerReplica parts),
+    and each step's scalar loss and metrics with axis=0 (a mean over a batch axis they do not
+    have). This strategy reduces a nest value by value, and a scalar over the replicas: the
+    mean of the replicas' figures, what MirroredStrategy logs on one host."""
+
+    class KerasMultiWorkerMirroredStrategy(tf.distribute.MultiWorkerMirroredStrategy):
+        def reduce(self, reduce_op, value, axis):
+            def one(v):
+                scalar = all(t.shape.rank == 0 for t in self.experimental_local_results(v))
+                return super(KerasMultiWorkerMirroredStrategy, self).reduce(reduce_op, v, None if scalar else axis)
+
+            return tf.nest.map_structure(one, value)
+
+    return KerasMultiWorkerMirroredStrategy()
+
+
 def data_parallel(cfg):
     """tf.distribute.MirroredStrategy over this host's GPUs (else its CPU devices: --devices N makes N),
     or MultiWorkerMirroredStrategy when TF_CONFIG names several workers (each host runs the same
@@ -82,7 +104,7 @@ def data_parallel(cfg):
     if cfg.loop == "native":
         loop.choose(cfg)  # the one-line error: use --loop fit
     if workers() > 1:
-        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        strategy, name = _multi_worker_strategy(), "MultiWorkerMirroredStrategy"
         resolver = strategy.cluster_resolver
         rank = resolver.task_id + (0 if resolver.task_type == "chief" else
                                    int("chief" in resolver.cluster_spec().as_dict()))
@@ -90,10 +112,10 @@ def data_parallel(cfg):
         gpus = tf.config.list_logical_devices("GPU")
         devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
         devices = devices[:cfg.devices] if cfg.devices else devices
-        strategy, rank = tf.distribute.MirroredStrategy(devices=devices), 0
+        strategy, rank, name = tf.distribute.MirroredStrategy(devices=devices), 0, "MirroredStrategy"
     return Parallel({
-        "type": type(strategy).__name__,
-        "engine": f"tf.distribute.{type(strategy).__name__}",
+        "type": name,
+        "engine": f"tf.distribute.{name}",
         "world_size": strategy.num_replicas_in_sync,
         "processes": workers(),
         "devices": list(strategy.extended.worker_devices),
