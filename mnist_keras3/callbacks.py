@@ -53,8 +53,9 @@ class Checkpoint(keras.callbacks.Callback):
     then checkpoint.json (the epoch and the history so far) and history.csv, each written
     atomically; checkpoint.json last, so it never names an epoch whose model is not on disk."""
 
-    def __init__(self, run_dir, history_so_far=None, stopper=None, model=None, record=None):
+    def __init__(self, run_dir, history_so_far=None, stopper=None, model=None, record=None, state=None):
         super().__init__()
+        self.state = state or {}  # more of the run's state for checkpoint.json (its distribution)
         self.record = record  # the sidecar written beside checkpoint.keras (records.py)
         # What is saved: `model`, the probability model, while fit drives its logits view
         # (training.training_view); the trained model itself when None.
@@ -73,7 +74,7 @@ class Checkpoint(keras.callbacks.Callback):
         for k, v in logs.items():
             self.history.setdefault(k, []).append(float(v))
         runs.save_model(self.target or self.model, self.run_dir / "checkpoint.keras", self.record)
-        runs.write_json(self.run_dir / "checkpoint.json", {"epoch": epoch + 1, "history": self.history})
+        runs.write_json(self.run_dir / "checkpoint.json", {"epoch": epoch + 1, "history": self.history, **self.state})
         runs.write_text(self.run_dir / "history.csv", history_csv(self.history))
         self.last_good_epoch = epoch + 1
 

@@ -35,6 +35,8 @@ class Parallel:
     strategy.scope). rank, processes: this process among the processes (rank 0 writes the run
     folder); feeds_shard: each process is given only its shard of the data, and its share of the
     batch (jax over several processes). finish: tears the engine down at the end (torch's process group).
+    lost: given an exception, the engine's own words for a process it lost (a peer that closed its
+    connection, stopped its heartbeat or timed out in a collective), or None for any other exception.
     """
 
     info: dict
@@ -44,6 +46,7 @@ class Parallel:
     processes: int = 1
     feeds_shard: bool = False
     finish: typing.Callable = lambda: None
+    lost: typing.Callable = lambda error: None
 
     @property
     def world(self):

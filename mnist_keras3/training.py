@@ -107,15 +107,17 @@ def early_stopping(cfg, history=None):
     return ResumableEarlyStopping(monitor="val_loss", patience=cfg.early_stopping, restore_best_weights=True)
 
 
-def train(model, cfg, train_data, val_data, run_dir, initial_epoch=0, history=None, view=None, record=None):
+def train(model, cfg, train_data, val_data, run_dir, initial_epoch=0, history=None, view=None, record=None,
+          state=None):
     """fit_model with the run's callbacks; returns (checkpoint, stopper, per-epoch seconds, steps,
-    early stopper or None). The callbacks see the training view; the checkpoint saves `model`."""
+    early stopper or None). The callbacks see the training view; the checkpoint saves `model`, and
+    checkpoint.json `state` beside the epoch and the history."""
     import keras
 
     from .callbacks import Checkpoint, EpochTimer, Reseed, StopOnSignal, tensorboard
 
     with StopOnSignal() as stopper:
-        timer, checkpoint = EpochTimer(), Checkpoint(run_dir, history, stopper, model=model, record=record)
+        timer, checkpoint = EpochTimer(), Checkpoint(run_dir, history, stopper, model=model, record=record, state=state)
         callbacks = [stopper, Reseed(cfg.seed), timer, keras.callbacks.TerminateOnNaN(), checkpoint]
         if cfg.tensorboard:
             callbacks.append(tensorboard(run_dir / "tensorboard"))
@@ -136,9 +138,16 @@ def test(model, x_test, y_test, cfg):
     return {"loss": float(result["loss"]), "accuracy": float(result["accuracy"])}
 
 
-def resume_state(run_dir, cfg):
+def world_state(parallel):
+    """What checkpoint.json records of the run's distribution: the processes and the devices that
+    shared each batch, which a resumed run must have again."""
+    return {"distribution": {"processes": parallel.processes, "world_size": parallel.world}}
+
+
+def resume_state(run_dir, cfg, parallel=None):
     """(initial epoch, history, compiled model) to continue the run in `run_dir`: a folder without a
-    complete epoch, or one that already ran cfg.epochs, is a UsageError (before any data is read)."""
+    complete epoch, one that already ran cfg.epochs, or one trained over another number of processes
+    or devices than `parallel`'s, is a UsageError (before any data is read)."""
     import keras
 
     state_path = run_dir / "checkpoint.json"
@@ -149,6 +158,12 @@ def resume_state(run_dir, cfg):
     if initial_epoch >= cfg.epochs:
         raise UsageError(f"{run_dir} already finished {initial_epoch} of {cfg.epochs} epochs; "
                          "pass a larger --epochs to train on.")
+    was = state.get("distribution")  # absent from the checkpoints of older versions: not checked
+    now = world_state(parallel)["distribution"] if parallel is not None else None
+    if was and now and was != now:
+        raise UsageError(f"Expected --resume of {run_dir} over the {was['processes']} process(es) and "
+                         f"{was['world_size']} device(s) it was trained on (the same hosts and --devices). "
+                         f"Received: {now['processes']} process(es), {now['world_size']} device(s)")
     model = load_checkpoint(run_dir / "checkpoint.keras")
     # Seeded as a fresh run is: what fit draws before the first epoch's reseed (tf.data's
     # shuffle stream under tensorflow) is then the same on every resume of this run.
@@ -198,6 +213,25 @@ def check_diverged(run_dir, cfg, history, early, info):
         raise TrainingError(f"the loss became NaN/inf in epoch {epochs_done + 1}, so training stopped. "
                             f"{kept}. Try a lower --lr.")
     return epochs_done, stopped_early
+
+
+def lost_process(error, parallel, run_dir, cfg, info, resume=None):
+    """None, unless the engine says `error` is a process of the run it lost (parallel.lost): then a
+    TrainingError naming what was lost, what is saved and how to go on, with metrics.json saying
+    "failed" (rank 0's run folder; the last complete checkpoint stays as it was)."""
+    what = parallel.lost(error) if parallel.processes > 1 else None
+    if not what:
+        return None
+    state = runs.read_json(run_dir / "checkpoint.json") if (run_dir / "checkpoint.json").is_file() else None
+    saved = f"epoch {state['epoch']} is saved" if state else "no epoch was complete, so nothing is saved"
+    # Rank 0 made the run folder; another rank knows it only when resuming.
+    folder = run_dir if not parallel.rank else resume or f"<the run folder rank 0 made in {cfg.output_dir}>"
+    message = (f"lost a process of the {parallel.processes}-process data-parallel run ({what}); {saved}. "
+               f"Once every host is up, start all {parallel.processes} processes again with --resume {folder}")
+    runs.write_json(run_dir / "metrics.json", {"status": "failed", "error": message,
+                                               "epochs_completed": state["epoch"] if state else 0, **info,
+                                               "distribution": parallel.info})
+    return TrainingError(message)
 
 
 def dataset_record(ds, cfg):
@@ -280,7 +314,7 @@ def _run(cfg, source, resume, parallel, scratch):
     history, initial_epoch, model = {}, 0, None
     if resume:  # before the data is read: a bad run folder fails at once
         run_dir = Path(resume)
-        initial_epoch, history, model = resume_state(run_dir, cfg)
+        initial_epoch, history, model = resume_state(run_dir, cfg, parallel)
         print(f"resuming {run_dir} from epoch {initial_epoch}")
 
     ds, train_data, val_data, (x_test, y_test) = load_splits(cfg, parallel)
@@ -304,14 +338,24 @@ def _run(cfg, source, resume, parallel, scratch):
     started = time.time()
     try:
         checkpoint, stopper, seconds, steps, early = train(model, work, train_data, val_data, run_dir,
-                                                           initial_epoch, history, view, dataset_record(ds, cfg))
+                                                           initial_epoch, history, view, dataset_record(ds, cfg),
+                                                           world_state(parallel))
     except KeyboardInterrupt:  # a second Ctrl-C: stopped at once, mid-batch
         stopper = None
+    except Exception as e:
+        if (lost := lost_process(e, parallel, run_dir, cfg, info, resume)) is None:
+            raise
+        raise lost from e
     check_interrupted(run_dir, stopper)
     history = checkpoint.history
     epochs_done, stopped_early = check_diverged(run_dir, cfg, history, early, info)
 
-    test_metrics = test(view, x_test, y_test, work)
+    try:
+        test_metrics = test(view, x_test, y_test, work)
+    except Exception as e:
+        if (lost := lost_process(e, parallel, run_dir, cfg, info, resume)) is None:
+            raise
+        raise lost from e
     # Every rank goes on in step with rank 0, into its own folder: under jax over several processes
     # each predict (the pictures) is a computation of all of them.
     runs.save_model(model, run_dir / "model.keras", dataset_record(ds, cfg))

@@ -2,8 +2,11 @@
 
 import json
 import os
+import re
 
 import tensorflow as tf
+
+from ...errors import UsageError
 
 
 def framework_version():
@@ -111,6 +114,9 @@ def data_parallel(cfg):
     else:
         gpus = tf.config.list_logical_devices("GPU")
         devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
+        if cfg.devices > len(devices):  # MirroredStrategy would silently take the ones there are
+            raise UsageError(f"Expected --devices at most the {len(devices)} {'GPU' if gpus else 'CPU'} devices "
+                             f"tensorflow sees. Received: devices={cfg.devices}")
         devices = devices[:cfg.devices] if cfg.devices else devices
         strategy, rank, name = tf.distribute.MirroredStrategy(devices=devices), 0, "MirroredStrategy"
     return Parallel({
@@ -119,4 +125,20 @@ def data_parallel(cfg):
         "world_size": strategy.num_replicas_in_sync,
         "processes": workers(),
         "devices": list(strategy.extended.worker_devices),
-    }, scope=strategy.scope, rank=rank, processes=workers())
+    }, scope=strategy.scope, rank=rank, processes=workers(), lost=lost_process)
+
+
+def lost_process(error):
+    """MultiWorkerMirroredStrategy's report of a worker that went away: its collectives are aborted
+    with UnavailableError when a peer closes its connection, or when the coordination service stops
+    hearing the peer's heartbeat (a host that died or hangs); the reason and the worker it names, or
+    None for any other exception."""
+    if not isinstance(error, (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.AbortedError)):
+        return None
+    text = str(error)
+    reason = re.search(r"aborted by: (.*)", text)
+    reason = reason.group(1).rstrip(":") if reason else text.strip().splitlines()[0]
+    task = json.loads(os.environ.get("TF_CONFIG") or "{}").get("task", {})
+    own = f"/job:{task.get('type')}/replica:0/task:{task.get('index')}"
+    peers = sorted(set(re.findall(r"/job:\w+/replica:\d+/task:\d+", text)) - {own})
+    return reason + (f" ({', '.join(peers)})" if peers and not any(p in reason for p in peers) else "")

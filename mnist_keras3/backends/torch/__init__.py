@@ -2,6 +2,7 @@
 
 import datetime
 import os
+import re
 
 import torch
 
@@ -97,4 +98,17 @@ def data_parallel(cfg):
     rank = dist.get_rank()
     info.update(world_size=dist.get_world_size(), processes=dist.get_world_size(),
                 process_group=dist.get_backend(), timeout_seconds=TIMEOUT_SECONDS)
-    return Parallel(info, rank=rank, processes=dist.get_world_size(), finish=dist.destroy_process_group)
+    return Parallel(info, rank=rank, processes=dist.get_world_size(), finish=dist.destroy_process_group,
+                    lost=lost_process)
+
+
+def lost_process(error):
+    """gloo's or nccl's report of a rank that went away (closed its connection) or hangs (a collective
+    timed out after TIMEOUT_SECONDS), cut to its first sentence without the source path; None otherwise."""
+    import torch.distributed as dist
+
+    text = str(error)
+    if not isinstance(error, (RuntimeError, dist.DistError)) or not re.search(r"gloo|nccl|c10d", text, re.I):
+        return None
+    text = re.sub(r"^\[[^\]]*\.(cc|cpp|h|hpp):\d+\]\s*", "", text.strip().splitlines()[0])
+    return text.split(". ")[0].rstrip(".")
