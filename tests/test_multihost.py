@@ -13,7 +13,7 @@ import pytest
 from conftest import run_module
 from test_distribute import one_device_accuracy, only_run
 
-TIMEOUT = 30  # MNIST_KERAS3_DIST_TIMEOUT here: a lost host must stop the others within it
+TIMEOUT = 20  # MNIST_KERAS3_DIST_TIMEOUT here: a lost host must stop the others within it
 
 BACKENDS = [pytest.param("torch", "native", 0.005, marks=pytest.mark.torch),
             pytest.param("tensorflow", "fit", 0.005, marks=pytest.mark.tensorflow),
@@ -52,9 +52,10 @@ def with_flags(argv, **flags):
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("backend", [pytest.param("torch", marks=pytest.mark.torch),
-                                     pytest.param("tensorflow", marks=pytest.mark.tensorflow)])
-def test_a_lost_host_fails_the_run_which_resumes_on_as_many(backend, mnist_dir, tmp_path, keras):
+@pytest.mark.parametrize("backend,resumes", [pytest.param("torch", True, marks=pytest.mark.torch),
+                                             pytest.param("tensorflow", True, marks=pytest.mark.tensorflow),
+                                             pytest.param("jax", False, marks=pytest.mark.jax)])
+def test_a_lost_host_fails_the_run_which_resumes_on_as_many(backend, resumes, mnist_dir, tmp_path, keras):
     commands = [(own, with_flags(argv, epochs=100, max_steps_per_epoch=20))
                 for own, argv in multihost.runnable(multihost.documented(backend))]
     with multihost.Hosts(commands, tmp_path, env(backend, mnist_dir)) as hosts:
@@ -73,7 +74,9 @@ def test_a_lost_host_fails_the_run_which_resumes_on_as_many(backend, mnist_dir, 
         codes, outs = hosts.wait(timeout=TIMEOUT + 60)
         stopped = time.monotonic() - killed
     assert all(codes), codes
-    assert stopped < TIMEOUT, stopped
+    # torch's and tensorflow's collectives fail as the peer's connection closes; jax's too, but its
+    # process then waits out the heartbeat timeout (MNIST_KERAS3_DIST_TIMEOUT) before it can exit.
+    assert stopped < TIMEOUT + 10, stopped
     run = only_run(tmp_path / "runs")
     saved = json.loads((run / "checkpoint.json").read_text())["epoch"]
     lines = [line for out in outs for line in out.splitlines() if line.startswith("error: ")]
@@ -85,6 +88,8 @@ def test_a_lost_host_fails_the_run_which_resumes_on_as_many(backend, mnist_dir, 
     assert metrics["status"] == "failed" and metrics["error"] == lines[0].removeprefix("error: ")
     assert metrics["epochs_completed"] == saved >= 1
     assert keras.saving.load_model(run / "checkpoint.keras").count_params() == 1198  # intact
+    if not resumes:  # the same for every backend (training.resume_state): tested under two of them
+        return
 
     # The same two hosts go on from the saved epoch (the launcher of the documented commands, then --resume).
     again = [(own, [*multihost.train_argv(argv), "--resume", str(run), "--epochs", str(saved + 1)])

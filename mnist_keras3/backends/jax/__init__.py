@@ -1,6 +1,8 @@
 """jax backend: device query, numerics and data parallelism."""
 
+import functools
 import os
+import re
 
 import jax
 
@@ -90,7 +92,32 @@ def prepare_data_parallel(devices):
         import keras
 
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
-        keras.distribution.initialize()
+        # Keras's initialize reads KERAS_DISTRIBUTION_* and seeds every process alike, but passes jax
+        # no timeouts: jax's defaults would wait 100 s for a lost process's heartbeat, and as long
+        # again at exit for it to reach the shutdown barrier. MNIST_KERAS3_DIST_TIMEOUT bounds them.
+        real = jax.distributed.initialize
+        jax.distributed.initialize = functools.partial(real, initialization_timeout=TIMEOUT_SECONDS,
+                                                       heartbeat_timeout_seconds=TIMEOUT_SECONDS,
+                                                       shutdown_timeout_seconds=TIMEOUT_SECONDS)
+        try:
+            keras.distribution.initialize()
+        finally:
+            jax.distributed.initialize = real
+
+
+# How long jax.distributed waits for a process that stopped answering (its heartbeat, the start and
+# the shutdown of the processes), as torch's collectives do: a lost host stops the others.
+TIMEOUT_SECONDS = int(float(os.environ.get("MNIST_KERAS3_DIST_TIMEOUT", 300)))
+
+
+def lost_process(error):
+    """jax's report of a process that went away: its gloo (CPU) or nccl collective failed, cut to its
+    first line without the source path; None for any other exception."""
+    text = str(error).strip()
+    if not isinstance(error, jax.errors.JaxRuntimeError) or not re.search(r"gloo|nccl|heartbeat", text, re.I):
+        return None
+    text = re.sub(r"\[[^\]]*\.(cc|cpp|h):\d+\]\s*", "", text.splitlines()[0])
+    return text.split(". ")[0].rstrip(".")
 
 
 def data_parallel(cfg):
@@ -122,5 +149,6 @@ def data_parallel(cfg):
         "devices": devices,
         "mesh_shape": [int(d) for d in distribution.device_mesh.shape],
         "batch_axis": distribution.batch_dim_name,
+        **({"timeout_seconds": TIMEOUT_SECONDS} if jax.process_count() > 1 else {}),
     }, distribution=distribution, rank=jax.process_index(), processes=jax.process_count(),
-        feeds_shard=jax.process_count() > 1)
+        feeds_shard=jax.process_count() > 1, lost=lost_process)
