@@ -50,8 +50,9 @@ class Checkpoint(keras.callbacks.Callback):
     """After each complete epoch with a finite loss: the run's checkpoint (runs.write_checkpoint:
     checkpoint.keras with the optimizer state, checkpoint.json, history.csv)."""
 
-    def __init__(self, run_dir, history_so_far=None, stopper=None, model=None, record=None):
+    def __init__(self, run_dir, history_so_far=None, stopper=None, model=None, record=None, state=None):
         super().__init__()
+        self.state = state or {}  # more of the run's state for checkpoint.json (its distribution)
         self.record = record  # the sidecar written beside checkpoint.keras (records.py)
         # What is saved: `model`, the probability model, while fit drives its logits view
         # (training.training_view); the trained model itself when None.
@@ -69,7 +70,8 @@ class Checkpoint(keras.callbacks.Callback):
             return  # the epoch was cut short: its figures and weights are not a complete epoch
         for k, v in logs.items():
             self.history.setdefault(k, []).append(float(v))
-        runs.write_checkpoint(self.run_dir, self.target or self.model, epoch + 1, self.history, self.record)
+        runs.write_checkpoint(self.run_dir, self.target or self.model, epoch + 1, self.history, self.record,
+                              self.state)
         self.last_good_epoch = epoch + 1
 
 

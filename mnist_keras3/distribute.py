@@ -10,56 +10,25 @@ same batch one process would take); the framework averages the gradients:
 - jax: keras.distribution.DataParallel over every device jax sees; with KERAS_DISTRIBUTION_* set,
   over several processes (keras.distribution.initialize -> jax.distributed), each feeding its shard.
 
-Each backend module's data_parallel(cfg) returns a Parallel (below); docs/distributed.md has the
-commands. Rank 0 alone writes the run folder; the other processes write to a temporary folder that
-is removed at the end.
+Each backend's backends/<name>/distribute.py data_parallel(cfg, loop) returns a Parallel
+(backends/parallel.py); docs/distributed.md has the commands. Rank 0 alone writes the run folder;
+the other processes write to a temporary folder that is removed at the end.
 """
 
-import contextlib
-import dataclasses
 import sys
-import typing
 
-from . import backends
+from .backends.parallel import NONE, Parallel, share
 from .errors import UsageError
 
 
-@dataclasses.dataclass
-class Parallel:
-    """What a backend's data_parallel(cfg) sets up.
-
-    info: metrics.json's "distribution": type, engine, world_size (devices that each take a share
-    of every batch), device_count (the same number, the older key), per_device_batch, and what
-    trim_to_devices drops. distribution: a keras.distribution.Distribution to make global (jax).
-    scope: builds the context the model is built, compiled, trained and tested in (tensorflow's
-    strategy.scope). rank, processes: this process among the processes (rank 0 writes the run
-    folder); feeds_shard: each process is given only its shard of the data, and its share of the
-    batch (jax over several processes). finish: tears the engine down at the end (torch's process group).
-    """
-
-    info: dict
-    distribution: object = None
-    scope: typing.Callable = contextlib.nullcontext
-    rank: int = 0
-    processes: int = 1
-    feeds_shard: bool = False
-    finish: typing.Callable = lambda: None
-
-    @property
-    def world(self):
-        return self.info.get("world_size", 1)
-
-
-NONE = {"type": "none", "device_count": 1}
-
-
-def setup(cfg):
-    """(cfg, Parallel) for cfg.distribute, the engine started and, for jax, the Keras distribution
+def setup(cfg, backend, loop):
+    """(cfg, Parallel) for cfg.distribute on `backend` (the Backend handle) with `loop` (the run's
+    loop choice, backends.loop.choose), the engine started and, for jax, the Keras distribution
     made global (once, by the entry point, before any variable is created). A world of one device
     or process is a warning and a plain run: cfg comes back with distribute "none"."""
     if cfg.distribute == "none":
         return cfg, Parallel(dict(NONE))
-    parallel = backends.backend_module(cfg.backend).data_parallel(cfg)
+    parallel = backend.distribute.data_parallel(cfg, loop)
     world = parallel.world
     if world == 1:
         parallel.finish()
@@ -104,4 +73,4 @@ def process_shard(parallel, pair):
     several processes): every `processes`-th example from `rank`; the whole split otherwise."""
     if not parallel.feeds_shard:
         return pair  # torch: every rank holds the data and takes its share of each batch itself
-    return pair[0][parallel.rank::parallel.processes], pair[1][parallel.rank::parallel.processes]
+    return tuple(share(a[None], parallel.rank, parallel.processes)[0] for a in pair)

@@ -153,13 +153,13 @@ def read_metrics(run_dir, errors=None):
         return None
 
 
-def write_checkpoint(run_dir, model, epoch, history, record=None):
+def write_checkpoint(run_dir, model, epoch, history, record=None, state=None):
     """checkpoint.keras (model + optimizer state, with its record), then checkpoint.json (the
     epoch and the history so far) and history.csv, each atomically; checkpoint.json after the
     model, so it never names an epoch whose model is not on disk."""
     run_dir = Path(run_dir)
     save_model(model, run_dir / CHECKPOINT, record)
-    write_json(run_dir / CHECKPOINT_STATE, {"epoch": epoch, "history": history})
+    write_json(run_dir / CHECKPOINT_STATE, {"epoch": epoch, "history": history, **(state or {})})
     write_text(run_dir / HISTORY, history_csv(history))
 
 

@@ -92,8 +92,8 @@ def main(argv=None):
     if "TORCHELASTIC_RUN_ID" in os.environ and cfg.distribute == "none":  # set by torchrun in each process
         raise UsageError("Expected --distribute data-parallel under torchrun (each of its processes would "
                          "otherwise train alone and write a run of its own). Received: distribute='none'")
-    backends.activate(cfg.backend, cfg.threads, cfg.devices, cfg.distribute)
-    training.run(cfg, source, resume=args.resume)
+    backend = backends.activate(cfg.backend, cfg.threads, cfg.devices, cfg.distribute)
+    training.run(cfg, source, backend, resume=args.resume)
     return 0
 
 

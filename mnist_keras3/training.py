@@ -62,17 +62,24 @@ def training_view(model, cfg):
     return view
 
 
-def fit_model(model, cfg, train_data, val_data, callbacks, initial_epoch=0, verbose=0, view=None):
-    """Train `model` through its training_view for cfg.epochs with these callbacks: with model.fit, or
-    with the backend's native loop (cfg.loop "native", or "auto" where the backend supports the
-    run: backends.loop.choose). Returns the steps per epoch. The benchmark times this same function."""
+CHOOSE = "choose"  # fit_model's native=: choose the loop here, as a run would
+
+
+def fit_model(model, cfg, train_data, val_data, callbacks, initial_epoch=0, verbose=0, view=None, native=CHOOSE):
+    """Train `model` through its training_view for cfg.epochs with these callbacks: with the native
+    loop `native` (a backend's loop module, as the run chose it once: backends.loop.choose), or with
+    model.fit where it is None; by default chosen here (the benchmark, tests). Returns the steps per
+    epoch. The benchmark times this same function."""
     from .backends import loop
     from .optimizers import steps_per_epoch
 
+    if native == CHOOSE:
+        native = backends.active().loop
+        native = native if loop.choose(cfg, native)[0] == "native" else None
     steps = steps_per_epoch(len(train_data[0]), cfg)
     view = view or training_view(model, cfg)
-    if loop.choose(cfg)[0] == "native":
-        loop.fit(cfg.backend, view, train_data, val_data, cfg, callbacks, initial_epoch=initial_epoch,
+    if native is not None:
+        loop.fit(native, view, train_data, val_data, cfg, callbacks, initial_epoch=initial_epoch,
                  steps_per_epoch=steps, verbose=verbose)
         return steps
     view.fit(
@@ -116,15 +123,17 @@ def early_stopping(cfg, history=None):
     return ResumableEarlyStopping(monitor="val_loss", patience=cfg.early_stopping, restore_best_weights=True)
 
 
-def train(model, cfg, train_data, val_data, run_dir, initial_epoch=0, history=None, view=None, record=None):
+def train(model, cfg, train_data, val_data, run_dir, initial_epoch=0, history=None, view=None, record=None,
+          state=None, native=CHOOSE):
     """fit_model with the run's callbacks; returns (checkpoint, stopper, per-epoch seconds, steps,
-    early stopper or None). The callbacks see the training view; the checkpoint saves `model`."""
+    early stopper or None). The callbacks see the training view; the checkpoint saves `model`, and
+    checkpoint.json `state` beside the epoch and the history."""
     import keras
 
     from .callbacks import Checkpoint, EpochTimer, Reseed, StopOnSignal, tensorboard
 
     with StopOnSignal() as stopper:
-        timer, checkpoint = EpochTimer(), Checkpoint(run_dir, history, stopper, model=model, record=record)
+        timer, checkpoint = EpochTimer(), Checkpoint(run_dir, history, stopper, model=model, record=record, state=state)
         callbacks = [stopper, Reseed(cfg.seed), timer, keras.callbacks.TerminateOnNaN(), checkpoint]
         if cfg.tensorboard:
             callbacks.append(tensorboard(run_dir / "tensorboard"))
@@ -135,7 +144,7 @@ def train(model, cfg, train_data, val_data, run_dir, initial_epoch=0, history=No
             callbacks.append(early)
         # Progress bar on a terminal, one line per epoch in logs and CI.
         steps = fit_model(model, cfg, train_data, val_data, callbacks, initial_epoch,
-                          verbose=1 if sys.stdout.isatty() else 2, view=view)
+                          verbose=1 if sys.stdout.isatty() else 2, view=view, native=native)
     return checkpoint, stopper, timer.train_seconds, steps, early
 
 
@@ -145,9 +154,16 @@ def test(model, x_test, y_test, cfg):
     return {"loss": float(result["loss"]), "accuracy": float(result["accuracy"])}
 
 
-def resume_state(run_dir, cfg):
+def world_state(parallel):
+    """What checkpoint.json records of the run's distribution: the processes and the devices that
+    shared each batch, which a resumed run must have again."""
+    return {"distribution": {"processes": parallel.processes, "world_size": parallel.world}}
+
+
+def resume_state(run_dir, cfg, parallel=None):
     """(initial epoch, history, compiled model) to continue the run in `run_dir`: a folder without a
-    complete epoch, or one that already ran cfg.epochs, is a UsageError (before any data is read)."""
+    complete epoch, one that already ran cfg.epochs, or one trained over another number of processes
+    or devices than `parallel`'s, is a UsageError (before any data is read)."""
     import keras
 
     state = runs.checkpoint_state(run_dir)
@@ -157,6 +173,12 @@ def resume_state(run_dir, cfg):
     if initial_epoch >= cfg.epochs:
         raise UsageError(f"{run_dir} already finished {initial_epoch} of {cfg.epochs} epochs; "
                          "pass a larger --epochs to train on.")
+    was = state.get("distribution")  # absent from the checkpoints of older versions: not checked
+    now = world_state(parallel)["distribution"] if parallel is not None else None
+    if was and now and was != now:
+        raise UsageError(f"Expected --resume of {run_dir} over the {was['processes']} process(es) and "
+                         f"{was['world_size']} device(s) it was trained on (the same hosts and --devices). "
+                         f"Received: {now['processes']} process(es), {now['world_size']} device(s)")
     model = load_checkpoint(run_dir / runs.CHECKPOINT)
     # Seeded as a fresh run is: what fit draws before the first epoch's reseed (tf.data's
     # shuffle stream under tensorflow) is then the same on every resume of this run.
@@ -206,6 +228,22 @@ def check_diverged(run_dir, cfg, history, early, info):
         raise Diverged(f"the loss became NaN/inf in epoch {epochs_done + 1}, so training stopped. "
                        f"{kept}. Try a lower --lr.")
     return epochs_done, stopped_early
+
+
+def lost_process(error, parallel, run_dir, cfg, info, resume=None):
+    """None, unless the engine says `error` is a process of the run it lost (parallel.lost): then a
+    TrainingError naming what was lost, what is saved and how to go on (run() records it in rank 0's
+    metrics.json as "failed"; the last complete checkpoint stays as it was)."""
+    what = parallel.lost(error) if parallel.processes > 1 else None
+    if not what:
+        return None
+    state = runs.checkpoint_state(run_dir)
+    saved = f"epoch {state['epoch']} is saved" if state else "no epoch was complete, so nothing is saved"
+    # Rank 0 made the run folder; another rank knows it only when resuming.
+    folder = run_dir if not parallel.rank else resume or f"<the run folder rank 0 made in {cfg.output_dir}>"
+    message = (f"lost a process of the {parallel.processes}-process data-parallel run ({what}); {saved}. "
+               f"Once every host is up, start all {parallel.processes} processes again with --resume {folder}")
+    return TrainingError(message)
 
 
 def dataset_record(ds, cfg):
@@ -263,15 +301,20 @@ def run_metrics(cfg, info, ds, distribution, params, history, test_metrics, seco
     }
 
 
-def run(cfg, source, resume=None):
+def run(cfg, source, backend, resume=None):
     """One training run, as `python -m mnist_keras3.train` makes it once cfg.backend is active:
     data -> model (fresh, or the checkpoint of the run folder `resume`) -> fit -> test -> the run
     folder (config.toml, checkpoints, model.keras, metrics.json, pictures). Returns the folder.
     With --distribute, on the backend's engine (distribute.py): rank 0 writes the run folder, the
-    other processes a temporary one that is removed at the end (they return None)."""
+    other processes a temporary one that is removed at the end (they return None). `backend`: the
+    Backend handle backends.activate returned, held for the whole run."""
     from . import distribute
+    from .backends import loop
 
-    cfg, parallel = distribute.setup(cfg)  # before anything touches a device
+    choice = loop.choose(cfg, backend.loop)  # once: the engine needs it (DDP wraps the native loop)
+    cfg, parallel = distribute.setup(cfg, backend, choice)  # before anything touches a device
+    if parallel.info.get("warning"):  # a world of one trains as a plain run, with a plain run's loop
+        choice = loop.choose(cfg, backend.loop)
     scratch = None
     made = {}  # what _run has made so far: "run_dir" once the folder is this run's, "info"
     try:
@@ -279,11 +322,11 @@ def run(cfg, source, resume=None):
             if parallel.rank:
                 scratch = Path(tempfile.mkdtemp(prefix=f"mnist-keras3-rank{parallel.rank}-"))
             try:
-                run_dir = _run(cfg, source, resume, parallel, scratch, made)
+                run_dir = _run(cfg, source, resume, parallel, scratch, made, backend, choice)
             except Exception as e:
-                error = out_of_memory(e, cfg) or e
+                error = out_of_memory(e, cfg, backend) or e
                 if scratch is None and made.get("run_dir"):  # rank 0's own folder: say how it ended
-                    record_failure(made["run_dir"], error, made.get("info", {}))
+                    record_failure(made["run_dir"], error, {**made.get("info", {}), "distribution": parallel.info})
                 if error is e:
                     raise
                 raise error from e
@@ -294,10 +337,10 @@ def run(cfg, source, resume=None):
     return None if parallel.rank else run_dir
 
 
-def out_of_memory(error, cfg):
+def out_of_memory(error, cfg, backend):
     """A TrainingError naming the batch size and the device's memory when `error` is the backend
     running out of device memory (backends/<name>.is_out_of_memory); None for any other error."""
-    mod = backends.backend_module(cfg.backend)
+    mod = backend.module
     if isinstance(error, MnistKeras3Error) or not mod.is_out_of_memory(error):
         return None
     total = mod.device_memory()
@@ -316,18 +359,20 @@ def record_failure(run_dir, error, info):
     state = runs.checkpoint_state(run_dir)
     epochs = state["epoch"] if state else 0
     runs.write_metrics(run_dir, {
-        "status": "failed", "error": f"{type(error).__name__}: {brief(str(error))}",
+        # What the one-line error said: the message of an expected error, the type too for a bug.
+        "status": "failed", "error": brief(str(error)) if isinstance(error, MnistKeras3Error)
+        else f"{type(error).__name__}: {brief(str(error))}",
         "expected": isinstance(error, MnistKeras3Error), "epochs_completed": epochs,
         "checkpoint": runs.CHECKPOINT if epochs else None, **info})
 
 
-def _run(cfg, source, resume, parallel, scratch, made):
+def _run(cfg, source, resume, parallel, scratch, made, backend, choice):
     from . import models, optimizers, plots  # need keras: only now
-    from .backends import loop
+    from .backends.parallel import local_batches
 
     distribution = parallel.info
-    info = made["info"] = backends.describe(cfg.backend)
-    ran, why = loop.choose(cfg)
+    info = made["info"] = backend.describe()
+    ran, why = choice
     info["loop"] = {"requested": cfg.loop, "ran": ran, "fallback_reason": why}
     chosen = ran + (f" (auto: {why})" if why else " (auto)" if cfg.loop == "auto" else "")
     print(f"backend {info['backend']} {info['backend_version']} ({source}) | keras {info['keras_version']} "
@@ -336,7 +381,7 @@ def _run(cfg, source, resume, parallel, scratch, made):
     history, initial_epoch, model = {}, 0, None
     if resume:  # before the data is read: a bad run folder fails at once
         run_dir = Path(resume)
-        initial_epoch, history, model = resume_state(run_dir, cfg)
+        initial_epoch, history, model = resume_state(run_dir, cfg, parallel)
         made["run_dir"] = run_dir
         print(f"resuming {run_dir} from epoch {initial_epoch}")
 
@@ -345,8 +390,7 @@ def _run(cfg, source, resume, parallel, scratch, made):
           f"{ds.num_classes} classes" + (f" | {distribution['type']} over {distribution['device_count']} devices"
                                          if cfg.distribute != "none" else ""))
     # Where each process feeds its shard, it feeds its share of every batch too.
-    work = cfg.replace(batch_size=cfg.batch_size // parallel.processes,
-                       eval_batch_size=cfg.eval_batch_size // parallel.processes) if parallel.feeds_shard else cfg
+    work = local_batches(cfg, parallel)
     if model is None:
         model = build_compiled(work, ds.input_shape, ds.num_classes,
                                optimizers.steps_per_epoch(len(train_data[0]), work))
@@ -362,14 +406,25 @@ def _run(cfg, source, resume, parallel, scratch, made):
     started = time.time()
     try:
         checkpoint, stopper, seconds, steps, early = train(model, work, train_data, val_data, run_dir,
-                                                           initial_epoch, history, view, dataset_record(ds, cfg))
+                                                           initial_epoch, history, view, dataset_record(ds, cfg),
+                                                           world_state(parallel),
+                                                           backend.loop if ran == "native" else None)
     except KeyboardInterrupt:  # a second Ctrl-C: stopped at once, mid-batch
         stopper = None
+    except Exception as e:
+        if (lost := lost_process(e, parallel, run_dir, cfg, info, resume)) is None:
+            raise
+        raise lost from e
     check_interrupted(run_dir, stopper)
     history = checkpoint.history
     epochs_done, stopped_early = check_diverged(run_dir, cfg, history, early, info)
 
-    test_metrics = test(view, x_test, y_test, work)
+    try:
+        test_metrics = test(view, x_test, y_test, work)
+    except Exception as e:
+        if (lost := lost_process(e, parallel, run_dir, cfg, info, resume)) is None:
+            raise
+        raise lost from e
     # Every rank goes on in step with rank 0, into its own folder: under jax over several processes
     # each predict (the pictures) is a computation of all of them.
     runs.save_model(model, run_dir / runs.MODEL, dataset_record(ds, cfg))

@@ -10,6 +10,12 @@ into the file:
 torch: the native loop alone, then DDP under torchrun --nproc-per-node 2 (gloo); tensorflow: fit on one
 device, then MirroredStrategy over --devices 2; jax: fit on one device, then DataParallel over 2 host
 devices (--devices 2) and over 2 processes (jax.distributed, KERAS_DISTRIBUTION_*).
+
+--multihost: each backend's two-hosts commands of docs/distributed.md as they stand (two processes on
+127.0.0.1, read from the docs by tests/multihost.py, as the tests run them), beside one device's run of
+the same steps; the run folder's figures and the commands' wall seconds:
+
+    python scripts/measure_distributed.py --multihost --json docs/benchmarks/multihost-2cpu.json
 """
 
 import argparse
@@ -17,10 +23,12 @@ import json
 import os
 import pathlib
 import platform
+import shlex
 import socket
 import subprocess
 import sys
 import tempfile
+import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 RECIPE = ["--model", "tutorial", "--epochs", "3", "--batch-size", "64", "--seed", "42"]
@@ -60,11 +68,70 @@ MODES = {"torch": ["one device", "torchrun 2 processes"], "tensorflow": ["one de
          "jax": ["one device", "2 devices", "2 processes"]}
 
 
+def multihost(backend, out):
+    """The documented two-hosts commands of `backend` in the folder `out`, then one device's run of the
+    same flags; {"two hosts": row, "one device": row}, each with its metrics and wall seconds."""
+    sys.path.insert(0, str(REPO / "tests"))
+    import multihost as docs  # the docs' commands, as the tests read them
+
+    commands = docs.runnable(docs.documented(backend))
+    flags = commands[0][1][commands[0][1].index("mnist_keras3.train") + 1:]
+    alone = [a for a in flags if a not in ("--distribute", "data-parallel")]
+    alone += ["--loop", "native" if backend == "torch" else "fit"]
+    # The runs' folders are their working directories (--output-dir runs): the package from this checkout.
+    env = {**os.environ, "KERAS_BACKEND": backend,
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    rows = {}
+    for mode, cmds in (("two hosts", commands), ("one device", [({}, [sys.executable, "-m", "mnist_keras3.train",
+                                                                        *alone])])):
+        folder = out / mode.replace(" ", "-")
+        folder.mkdir()
+        started = time.monotonic()
+        procs = [subprocess.Popen(argv, env={**env, **own}, cwd=folder, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL) for own, argv in cmds]
+        try:
+            codes = [p.wait(timeout=600) for p in procs]
+        finally:
+            for p in procs:
+                p.kill()
+        if any(codes):
+            raise SystemExit(f"{backend} {mode}: exit {codes}")
+        (run,) = [p for p in (folder / "runs").iterdir() if p.is_dir()]
+        m = json.loads((run / "metrics.json").read_text())
+        written = [" ".join([*(f"{k}={shlex.quote(v)}" for k, v in own.items()), *map(shlex.quote, argv)])
+                   for own, argv in docs.documented(backend)] if mode == "two hosts" else [
+            "python -m mnist_keras3.train " + " ".join(alone)]
+        rows[mode] = {"commands": written,
+                      "wall_seconds": round(time.monotonic() - started, 1), "test_accuracy": m["test"]["accuracy"],
+                      "test_loss": m["test"]["loss"], "train_seconds": m["train_seconds_this_session"],
+                      "run_folders": len([p for p in (folder / "runs").iterdir() if p.is_dir()]),
+                      "loop": m["loop"]["ran"], "distribution": m["distribution"]}
+    rows["two hosts"]["accuracy_minus_one_device_pp"] = round(
+        100 * (rows["two hosts"]["test_accuracy"] - rows["one device"]["test_accuracy"]), 2)
+    return m, rows
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--backend", required=True, choices=sorted(MODES))
+    p.add_argument("--backend", choices=sorted(MODES), help="one backend (required without --multihost)")
+    p.add_argument("--multihost", action="store_true",
+                   help="the docs' two-hosts commands (every backend, or --backend)")
     p.add_argument("--json", required=True, type=pathlib.Path)
     args = p.parse_args()
+    if args.multihost:
+        results = {"machine": {"cores": os.cpu_count(), "python": platform.python_version()},
+                   "what": "docs/distributed.md's two-hosts commands, two processes on 127.0.0.1; one device: the "
+                           "same flags without --distribute", "backends": {}}
+        for backend in [args.backend] if args.backend else ["torch", "tensorflow", "jax"]:
+            with tempfile.TemporaryDirectory() as tmp:
+                m, rows = multihost(backend, pathlib.Path(tmp))
+            results["backends"][backend] = {"versions": {"backend": m["backend_version"], "keras": m["keras_version"]},
+                                            "load_average": os.getloadavg(), "runs": rows}
+            print(backend, json.dumps({k: v["test_accuracy"] for k, v in rows.items()}))
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+        return
+    if not args.backend:
+        p.error("--backend is required without --multihost")
     results = json.loads(args.json.read_text()) if args.json.is_file() else {
         "machine": {"cores": os.cpu_count(), "python": platform.python_version()},
         "recipe": " ".join(RECIPE), "backends": {}}

@@ -172,7 +172,7 @@ def mnist(mnist_dir):
 @pytest.fixture(scope="session")
 def keras():
     """keras under the session's backend (activated the way entry points do it)."""
-    return backends.activate(BACKEND)
+    return backends.activate(BACKEND).keras
 
 
 @pytest.fixture(scope="session")

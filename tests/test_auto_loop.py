@@ -6,6 +6,7 @@ import json
 import pytest
 from conftest import BACKEND
 
+from mnist_keras3 import backends
 from mnist_keras3.backends import loop
 from mnist_keras3.config import TrainConfig
 from mnist_keras3.errors import UsageError
@@ -14,39 +15,39 @@ from mnist_keras3.errors import UsageError
 def test_auto_is_the_default_and_picks_the_native_loop(keras):
     cfg = TrainConfig(backend=BACKEND)
     assert cfg.loop == "auto"
-    assert loop.choose(cfg) == ("native", None)
-    assert loop.choose(cfg.replace(loop="fit")) == ("fit", None)
-    assert loop.choose(cfg.replace(loop="native")) == ("native", None)
+    assert loop.choose(cfg, backends.active().loop) == ("native", None)
+    assert loop.choose(cfg.replace(loop="fit"), backends.active().loop) == ("fit", None)
+    assert loop.choose(cfg.replace(loop="native"), backends.active().loop) == ("native", None)
 
 
 def test_private_framework_apis_the_native_loop_uses_are_there(keras):
     """Fails loudly, naming what is missing, when a framework upgrade removes or changes a private
     API the native loop relies on (torch's fused Adam and jit graph passes, jax's jaxpr internals,
     Keras's optimizer internals). `--loop auto` then trains with fit instead (next test)."""
-    problem = loop.get(BACKEND).private_api_problem()
+    problem = backends.active().loop.private_api_problem()
     assert problem is None, f"the {BACKEND} native loop cannot run on these versions: {problem}"
 
 
 def test_a_missing_private_api_falls_back_to_fit_with_the_reason(keras, monkeypatch):
-    module = loop.get(BACKEND)
+    module = backends.active().loop
     monkeypatch.setattr(module, "private_api_problem", lambda: "framework 9.9 lacks some._private_api")
     cfg = TrainConfig(backend=BACKEND)
-    ran, why = loop.choose(cfg)
+    ran, why = loop.choose(cfg, backends.active().loop)
     assert ran == "fit" and "some._private_api" in why and "native loop is off" in why
     with pytest.raises(UsageError, match="Expected settings the native loop supports for --loop native"):
-        loop.choose(cfg.replace(loop="native"))
+        loop.choose(cfg.replace(loop="native"), backends.active().loop)
 
 
 def test_data_parallel_falls_back_to_fit_and_native_says_to_use_fit(keras):
     cfg = TrainConfig(backend=BACKEND, distribute="data-parallel")
-    ran, why = loop.choose(cfg)
+    ran, why = loop.choose(cfg, backends.active().loop)
     if BACKEND == "torch":  # DDP wraps the native loop's step (tests/test_distribute.py)
         assert (ran, why) == ("native", None)
         return
     assert ran == "fit" and why == (f"the {BACKEND} native loop does not run --distribute data-parallel; "
                                     "Keras's fit does")
     with pytest.raises(UsageError, match="Use --loop fit"):
-        loop.choose(cfg.replace(loop="native"))
+        loop.choose(cfg.replace(loop="native"), backends.active().loop)
 
 
 @pytest.mark.e2e

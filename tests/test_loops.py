@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from conftest import BACKEND, replay_tolerance
 
+from mnist_keras3 import backends
 from mnist_keras3.backends import loop
 from mnist_keras3.config import TrainConfig, build_config
 from mnist_keras3.errors import UsageError
@@ -62,7 +63,7 @@ def test_native_steps_make_the_same_updates_as_keras(keras, small_batch, optimiz
         # tutorial model has no dropout or BatchNorm, so inference gives the training forward pass).
         want_hits += int(np.sum(np.argmax(keras_model.predict_on_batch(x[b]), -1) == np.argmax(y[b], -1)))
         want_loss += keras_model.train_on_batch(x[b], y[b], return_dict=True)["loss"] * len(b)
-    trainer = loop.get(BACKEND).Trainer(native_model, x, y)
+    trainer = backends.active().loop.Trainer(native_model, x, y)
     if BACKEND in ("torch", "tensorflow"):  # Adam through the framework's own fused kernel
         assert (trainer.fused is not None) == (optimizer == "adam")
     loss_sum, hits, seen = trainer.run(batches)
@@ -134,7 +135,7 @@ def test_profile_splits_a_step_into_its_phases_and_trains_like_run(keras, small_
     measurably above zero, and the batches trained on as run() trains on them."""
     x, y = small_batch
     _, model = _pair(keras)
-    trainer = loop.get(BACKEND).Trainer(model, x, y)
+    trainer = backends.active().loop.Trainer(model, x, y)
     batches = np.arange(64).reshape(4, 16)
     trainer.run(batches[:2])  # tracing and compiling happen here, as in the bench's warm-up
     phases = trainer.profile(batches)

@@ -14,7 +14,7 @@ RECIPES = sorted(p.name for p in (REPO / "configs").glob("*.toml"))
 
 @pytest.mark.parametrize("recipe", RECIPES)
 def test_recipe_trains_a_few_steps(keras, mnist, recipe):
-    from mnist_keras3 import data, models
+    from mnist_keras3 import backends, data, models
     from mnist_keras3.backends import loop
     from mnist_keras3.callbacks import Reseed
     from mnist_keras3.config import build_config
@@ -22,12 +22,12 @@ def test_recipe_trains_a_few_steps(keras, mnist, recipe):
 
     cfg = build_config(REPO / "configs" / recipe,
                        {"backend": BACKEND, "epochs": 1, "max_steps_per_epoch": 3, "validation_split": 0.0})
-    assert loop.choose(cfg) == ("native", None)  # the loop a user gets: the backend's own
+    assert loop.choose(cfg, backends.active().loop) == ("native", None)  # the loop a user gets: the backend's own
     (x_train, y_train), _ = mnist
     x, y = data.preprocess(x_train[:2000], y_train[:2000])
     model = build_compiled(cfg)
     before = [w.copy() for w in model.get_weights()]
-    trainer = loop.get(BACKEND).Trainer
+    trainer = backends.active().loop.Trainer
     seen, real = [], trainer.run
 
     def spy(self, batches, *args):  # what the native loop trained on, and its loss

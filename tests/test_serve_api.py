@@ -25,7 +25,7 @@ def model_path(tmp_path_factory, mnist_dir):
 def app(keras, model_path):
     from mnist_keras3 import backends, webapp
 
-    undo = backends.backend_module().configure_serving()  # as `serve` does; undone for the other tests
+    undo = backends.active().module.configure_serving()  # as `serve` does; undone for the other tests
     yield webapp.create_app(model_path)
     undo()
 

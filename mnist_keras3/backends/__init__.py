@@ -21,13 +21,18 @@ __init__.py (the contract):
   device memory (training.py turns it into one line naming the batch size and the memory)
 - device_memory() -> bytes of the training device's memory (the host's RAM for the CPU), or None
 - set_threads(n) -> None: use n CPU threads for the math (n > 0); call before the first op
-- prepare_data_parallel(devices) -> None: what --distribute data-parallel needs before the
-  framework's first op: `devices` > 0 local devices (logical CPU devices where there is no
-  accelerator; a UsageError under torch, where torchrun decides), jax's multi-process start
-- data_parallel(cfg) -> distribute.Parallel: --distribute data-parallel on the backend's own engine
-  (torch DistributedDataParallel, tf.distribute, keras.distribution on jax), started
+Beside it, the same modules in each backend's folder:
 
-Import only the package of the active backend (backend_module): importing one imports its framework.
+- loop.py: the native loop (backends/loop.py has the contract: Trainer, DATA_PARALLEL,
+  private_api_problem)
+- distribute.py: prepare_data_parallel(devices), what --distribute data-parallel needs before the
+  framework's first op (`devices` > 0 local devices: logical CPU devices where there is no
+  accelerator; a UsageError under torch, where torchrun decides; jax's multi-process start), and
+  data_parallel(cfg, loop) -> backends.parallel.Parallel, the backend's own engine started (torch
+  DistributedDataParallel, tf.distribute, keras.distribution on jax)
+
+activate() returns the Backend handle that holds them: the rest of a run passes it along, rather than
+turning the name into modules again. Importing a backend's package imports its framework.
 """
 
 import dataclasses
@@ -108,13 +113,13 @@ def activate(name, threads=0, devices=0, distribute="none"):
 
     # Pin the layout: a stray ~/.keras/keras.json must not change shapes between backends.
     keras.config.set_image_data_format("channels_last")
-    mod = backend_module(name)
+    backend = Backend(name, keras, backend_module(name))
     if threads:  # first: jax fixes its thread pools when its client starts
-        mod.set_threads(threads)
+        backend.module.set_threads(threads)
     if distribute != "none":
-        mod.prepare_data_parallel(devices)
-    mod.configure_numerics()
-    return Backend(name, keras, mod)
+        backend.distribute.prepare_data_parallel(devices)
+    backend.module.configure_numerics()
+    return backend
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,23 +163,6 @@ def describe(name=None):
     if name is not None and name != backend.name:
         raise RuntimeError(f"keras runs the {backend.name} backend, not {name}")
     return backend.describe()
-
-
-def take_devices(found, asked, kind="devices found on this host"):
-    """The first `asked` of the devices `found` (all of them for 0): asking for more than there are
-    is a UsageError naming how many there are, rather than fewer replicas than asked for."""
-    if asked > len(found):
-        raise UsageError(f"Expected --devices at most the {len(found)} {kind}. "
-                         f"Received: devices={asked}. Pass --devices {len(found)} or fewer (0 for all).")
-    return list(found[:asked] if asked else found)
-
-
-def host_memory():
-    """Bytes of RAM of this host (POSIX), or None where the OS does not say."""
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return None
 
 
 def backend_module(name):

@@ -16,7 +16,7 @@ One contract, one module per backend (backends/<name>/loop.py), and one name in 
 `DATA_PARALLEL`: whether the Trainer trains under --distribute data-parallel (torch: DDP wraps its
 step when torch.distributed's process group is up; the others leave it to Keras's fit).
 
-`fit(backend, model, train_data, val_data, cfg, callbacks=(), initial_epoch=0, steps_per_epoch=None,
+`fit(native, model, train_data, val_data, cfg, callbacks=(), initial_epoch=0, steps_per_epoch=None,
 verbose=0)` below trains with that backend's Trainer -> history dict {accuracy, loss, val_accuracy,
 val_loss: [per epoch]}, like `fit`'s; verbose as in `fit` (Keras's own progress bar).
 
@@ -34,7 +34,6 @@ last batch may be short, as in `fit`.
 """
 
 import functools
-import importlib
 import math
 
 import numpy as np
@@ -43,15 +42,11 @@ STEPS_PER_CALL = 100  # optimizer steps per compiled call (jax, tensorflow): few
 PHASES = ("forward", "backward", "optimizer", "host")  # Trainer.profile's keys
 
 
-def get(backend):
-    """The loop module of a backend: mnist_keras3.backends.<backend>.loop (imports its framework)."""
-    return importlib.import_module(f"mnist_keras3.backends.{backend}.loop")
-
-
-def fit(backend, model, train_data, val_data, cfg, callbacks=(), initial_epoch=0, steps_per_epoch=None,
+def fit(native, model, train_data, val_data, cfg, callbacks=(), initial_epoch=0, steps_per_epoch=None,
         verbose=0):
-    """Train `model` with `backend`'s native Trainer in the shared epoch loop; returns the history dict."""
-    trainer = get(backend).Trainer(model, *train_data)
+    """Train `model` with the Trainer of `native` (a backend's loop module) in the shared epoch loop;
+    returns the history dict."""
+    trainer = native.Trainer(model, *train_data)
     return run_epochs(trainer, model, train_data, val_data, cfg, callbacks, initial_epoch, steps_per_epoch,
                       verbose)
 
@@ -171,24 +166,26 @@ def check_compiled(model):
                          "does) for --loop native. Received: an uncompiled model or a custom loss.")
 
 
-def unsupported(cfg):
-    """Why the backend's native loop cannot train this run (None when it can): settings it does not
-    cover, or a private framework API it relies on that this framework version lacks (each backend's
+def unsupported(cfg, native):
+    """Why the backend's native loop (`native`, backends/<name>/loop.py: the Backend handle's loop)
+    cannot train this run (None when it can): settings it does not cover,
+    or a private framework API it relies on that this framework version lacks (each backend's
     loop.private_api_problem(); tests/test_auto_loop.py fails loudly when one goes missing)."""
-    if cfg.distribute != "none" and not get(cfg.backend).DATA_PARALLEL:
+    if cfg.distribute != "none" and not native.DATA_PARALLEL:
         return f"the {cfg.backend} native loop does not run --distribute {cfg.distribute}; Keras's fit does"
-    problem = get(cfg.backend).private_api_problem()
+    problem = native.private_api_problem()
     return f"{problem}, so the native loop is off" if problem else None
 
 
-def choose(cfg):
+def choose(cfg, native):
     """(loop that runs, why auto fell back to fit or None): "auto" takes the native loop where
-    `unsupported` finds nothing; "native" asked for where it is unsupported is a UsageError."""
+    `unsupported` finds nothing; "native" asked for where it is unsupported is a UsageError. A run
+    chooses once (training.run) and passes the answer on."""
     from ..errors import UsageError
 
     if cfg.loop == "fit":
         return "fit", None
-    reason = unsupported(cfg)
+    reason = unsupported(cfg, native)
     if cfg.loop == "native" and reason:
         raise UsageError(f"Expected settings the native loop supports for --loop native. Received: {reason}. "
                          "Use --loop fit (or auto, which picks fit here).")

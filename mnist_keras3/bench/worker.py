@@ -56,7 +56,7 @@ def _speed_or_tta(spec, seconds, cpu_seconds, samples, accuracies):
 # ---------------------------------------------------------------- Keras under any backend
 
 def _keras(spec, train, test):
-    keras = backends.activate(spec["backend"], spec["threads"])
+    keras = backends.activate(spec["backend"], spec["threads"]).keras
     from ..callbacks import EpochTimer, Reseed
     from ..config import TrainConfig
     from ..training import build_compiled, fit_model
@@ -90,14 +90,13 @@ def _keras_profile(spec, train):
     """The native loop's step split into phases (Trainer.profile): one warm-up call on the first
     batches (tracing, compiling), then `rounds` profiles of the next `calls` calls' batches, the
     median of each phase."""
-    from ..backends import loop
     from ..config import TrainConfig
     from ..training import build_compiled, training_view
 
     cfg = TrainConfig(backend=spec["backend"], model=spec.get("model", "tutorial"), batch_size=spec["batch_size"],
                       threads=spec["threads"]).validate()
     view = training_view(build_compiled(cfg), cfg)
-    trainer = loop.get(cfg.backend).Trainer(view, *train)
+    trainer = backends.active().loop.Trainer(view, *train)
     batches = _profile_batches(spec, len(train[0]))
     trainer.run(batches[0])
     profiles = [trainer.profile(b) for b in batches[1:]]
@@ -134,7 +133,7 @@ def _keras_recipe(spec, keras, train, test):
     cfg = TrainConfig(**{**spec["recipe"], "backend": spec["backend"], "threads": spec["threads"],
                          "seed": spec["seed"], "max_steps_per_epoch": spec.get("max_steps_per_epoch", 0)}).validate()
     train, _ = data.split_validation(*train, cfg.validation_split)  # the held-out end is not trained on
-    ran, why = loop.choose(cfg)
+    ran, why = loop.choose(cfg, backends.active().loop)
     model = build_compiled(cfg, steps_per_epoch=steps_per_epoch(len(train[0]), cfg))
     timer, accuracies = EpochTimer(), []
 

@@ -1,10 +1,10 @@
-"""jax backend: device query, numerics and data parallelism."""
+"""jax backend: device query, numerics, memory, export and autodiff (data parallelism: distribute.py)."""
 
 import os
 
 import jax
 
-from .. import host_memory, take_devices
+from ..common import host_memory
 
 
 def framework_version():
@@ -83,54 +83,3 @@ def set_threads(n):
     flags = os.environ.get("XLA_FLAGS", "")
     os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_multi_thread_eigen={str(n > 1).lower()} " \
                               f"intra_op_parallelism_threads={n}".strip()
-
-
-def prepare_data_parallel(devices):
-    """Before jax's client starts: `devices` host devices on CPU (XLA's flag; with accelerators,
-    data_parallel takes the first `devices`), and with KERAS_DISTRIBUTION_NUM_PROCESSES > 1 this
-    process joins the others through keras.distribution.initialize (jax.distributed.initialize with
-    the coordinator KERAS_DISTRIBUTION_JOB_ADDRESSES and KERAS_DISTRIBUTION_PROCESS_ID). On CPU,
-    jax's cross-process collectives are gloo (jax 0.10's default, set here so an older default of
-    none fails no later than this)."""
-    from jax._src import xla_bridge
-
-    if xla_bridge.backends_are_initialized():
-        raise RuntimeError("jax has already started its client, so its devices cannot be set.")
-    if devices:
-        flags = os.environ.get("XLA_FLAGS", "")
-        os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={devices}".strip()
-    if int(os.environ.get("KERAS_DISTRIBUTION_NUM_PROCESSES") or 1) > 1:
-        import keras
-
-        jax.config.update("jax_cpu_collectives_implementation", "gloo")
-        keras.distribution.initialize()
-
-
-def data_parallel(cfg):
-    """keras.distribution.DataParallel over every device JAX sees (cfg.devices: the first that many),
-    on this host or, after keras.distribution.initialize (prepare_data_parallel), on every process.
-
-    GPUs/TPUs as found; on CPU, --devices N (or XLA_FLAGS=--xla_force_host_platform_device_count=N)
-    makes N host devices. Each batch is split along its first axis, one slice per device; over
-    several processes each process feeds its shard of the data and its share of every batch.
-    """
-    import keras
-
-    from ...distribute import Parallel
-
-    devices = keras.distribution.list_devices()
-    if jax.process_count() == 1:
-        devices = take_devices(devices, cfg.devices, f"{jax.default_backend()} devices jax sees on this host")
-    # Over several processes each one is given its own shard (training.load_splits): Keras's
-    # auto-sharding is for tf.data datasets, and refuses the arrays fit is given here.
-    distribution = keras.distribution.DataParallel(devices=devices, auto_shard_dataset=jax.process_count() == 1)
-    return Parallel({
-        "type": "DataParallel",
-        "engine": "keras.distribution.DataParallel" + (" + jax.distributed" if jax.process_count() > 1 else ""),
-        "world_size": len(devices),
-        "processes": jax.process_count(),
-        "devices": devices,
-        "mesh_shape": [int(d) for d in distribution.device_mesh.shape],
-        "batch_axis": distribution.batch_dim_name,
-    }, distribution=distribution, rank=jax.process_index(), processes=jax.process_count(),
-        feeds_shard=jax.process_count() > 1)

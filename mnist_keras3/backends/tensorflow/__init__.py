@@ -1,11 +1,8 @@
-"""tensorflow backend: device query, numerics, and data parallelism (tf.distribute)."""
-
-import json
-import os
+"""tensorflow backend: device query, numerics, memory, export and autodiff (data parallelism: distribute.py)."""
 
 import tensorflow as tf
 
-from .. import host_memory
+from ..common import host_memory
 
 
 def framework_version():
@@ -65,48 +62,3 @@ def set_threads(n):
         tf.config.threading.set_inter_op_parallelism_threads(n)
     except RuntimeError as e:
         raise RuntimeError(f"TensorFlow has already started, so its threads cannot be set ({e}).") from e
-
-
-def prepare_data_parallel(devices):
-    """`devices` logical CPU devices when there is no GPU (before the runtime starts): how
-    MirroredStrategy is tried, and tested, on a CPU machine. With GPUs, data_parallel takes the
-    first `devices`."""
-    if devices and not tf.config.list_physical_devices("GPU"):
-        cpu = tf.config.list_physical_devices("CPU")[0]
-        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * devices)
-
-
-def workers():
-    """The workers TF_CONFIG names (MultiWorkerMirroredStrategy), 1 without it."""
-    cluster = json.loads(os.environ.get("TF_CONFIG") or "{}").get("cluster", {})
-    return sum(len(cluster.get(kind, [])) for kind in ("chief", "worker")) or 1
-
-
-def data_parallel(cfg):
-    """tf.distribute.MirroredStrategy over this host's GPUs (else its CPU devices: --devices N makes N),
-    or MultiWorkerMirroredStrategy when TF_CONFIG names several workers (each host runs the same
-    command with its own TF_CONFIG task). The model is built, compiled, trained and tested inside
-    strategy.scope(); Keras's fit splits each global batch over the replicas. Keras's fit only: the
-    native loop would bypass the strategy."""
-    from ...distribute import Parallel
-    from .. import loop
-
-    if cfg.loop == "native":
-        loop.choose(cfg)  # the one-line error: use --loop fit
-    if workers() > 1:
-        strategy = tf.distribute.MultiWorkerMirroredStrategy()
-        resolver = strategy.cluster_resolver
-        rank = resolver.task_id + (0 if resolver.task_type == "chief" else
-                                   int("chief" in resolver.cluster_spec().as_dict()))
-    else:
-        gpus = tf.config.list_logical_devices("GPU")
-        devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
-        devices = devices[:cfg.devices] if cfg.devices else devices
-        strategy, rank = tf.distribute.MirroredStrategy(devices=devices), 0
-    return Parallel({
-        "type": type(strategy).__name__,
-        "engine": f"tf.distribute.{type(strategy).__name__}",
-        "world_size": strategy.num_replicas_in_sync,
-        "processes": workers(),
-        "devices": list(strategy.extended.worker_devices),
-    }, scope=strategy.scope, rank=rank, processes=workers())

@@ -13,6 +13,7 @@ import torch
 
 from ...errors import brief
 from ..loop import PHASES, check_compiled, keras_adam_problem, plain_adam
+from ..parallel import share
 
 DATA_PARALLEL = True  # --distribute data-parallel: DDP wraps the traced step when the process group is up
 
@@ -215,7 +216,7 @@ class Trainer:
     def run(self, batches, phases=None):
         """Train on (k, B) indices; with a `phases` dict, add each phase's seconds to it (profile())."""
         clock = _Clock(phases, self.device)
-        batches = np.asarray(batches)[:, self.rank::self.world]  # this rank's share: (k, B / world)
+        batches = share(np.asarray(batches), self.rank, self.world)  # this rank's share: (k, B / world)
         idx = torch.from_numpy(np.ascontiguousarray(batches)).to(self.device)  # (k, B)
         params = [v.value for v in self.variables]
         loss_sum = torch.zeros((), device=self.device)
