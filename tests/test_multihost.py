@@ -85,7 +85,7 @@ def test_a_lost_host_fails_the_run_which_resumes_on_as_many(backend, resumes, mn
         f"); epoch {saved} is saved. Once every host is up, start all 2 processes again with --resume "
         f"runs/{run.name}"), lines  # the folder as --output-dir named it
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["status"] == "failed" and metrics["error"] == lines[0].removeprefix("error: ")
+    assert metrics["status"] == "failed" and "lost a process of the 2-process data-parallel run" in metrics["error"]
     assert metrics["epochs_completed"] == saved >= 1
     assert keras.saving.load_model(run / "checkpoint.keras").count_params() == 1198  # intact
     if not resumes:  # the same for every backend (training.resume_state): tested under two of them
