@@ -182,6 +182,12 @@ def device(keras):
     return backends.describe(BACKEND)["device"]
 
 
+# The data-parallel tests are about each framework's engine over several CPU devices or processes: on
+# a GPU machine too their subprocesses see no GPU (one GPU would be fewer devices than they need; the
+# GPU acceptance run, scripts/gpu_check.py, trains data-parallel over the GPUs there are).
+CPU_ONLY = {"CUDA_VISIBLE_DEVICES": "", "JAX_PLATFORMS": "cpu"}
+
+
 def replay_tolerance(device):
     """(relative tolerance of losses, absolute one of an accuracy) within which a resumed run replays
     an uninterrupted one on `device`. The CPU kernels are deterministic: the same figures to float32

@@ -14,9 +14,9 @@ import textwrap
 import time
 
 import pytest
-from conftest import run_module
+from conftest import CPU_ONLY, run_module
 
-TWO_DEVICES = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+TWO_DEVICES = {**CPU_ONLY, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
 
 
 STEPS = ["--epochs", 1, "--max-steps-per-epoch", 100, "--batch-size", 64]
@@ -41,7 +41,7 @@ def one_device_accuracy(mnist_dir, tmp_path, *flags):
     """Test accuracy of the plain run of STEPS (flags: e.g. the loop), once per session and flags."""
     if flags not in _ONE_DEVICE:
         out = run_module("train", *STEPS, *flags, "--data-dir", mnist_dir, "--output-dir", tmp_path / "one",
-                         timeout=300)
+                         timeout=300, env=CPU_ONLY)
         assert out.returncode == 0, out.stderr[-3000:]
         _ONE_DEVICE[flags] = json.loads((only_run(tmp_path / "one") / "metrics.json").read_text())["test"]["accuracy"]
     return _ONE_DEVICE[flags]
@@ -136,7 +136,7 @@ def test_torchrun_ddp_matches_one_process(mnist_dir, tmp_path, keras):
         [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(free_port()),
          "-m", "mnist_keras3.train", "--distribute", "data-parallel", *map(str, STEPS), "--data-dir", str(mnist_dir),
          "--output-dir", str(tmp_path / "ddp")],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "KERAS_BACKEND": "torch"})
+        capture_output=True, text=True, timeout=300, env={**os.environ, "KERAS_BACKEND": "torch", **CPU_ONLY})
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.count("DistributedDataParallel over 2 devices") == 1  # rank 0 alone reports
     ddp = check_run(tmp_path / "ddp", "DistributedDataParallel")
@@ -188,7 +188,7 @@ def test_tensorflow_refuses_more_devices_than_it_has(tmp_path):
             print(f"error: {e}")
     """)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "KERAS_BACKEND": "tensorflow"})
+                         env={**os.environ, "KERAS_BACKEND": "tensorflow", **CPU_ONLY})
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip().splitlines()[-1] == ("error: Expected --devices at most the 2 CPU devices tensorflow "
                                                    "sees. Received: devices=3. Pass --devices 2 or fewer (0 for all).")
@@ -197,12 +197,13 @@ def test_tensorflow_refuses_more_devices_than_it_has(tmp_path):
 @pytest.mark.torch
 def test_torch_checks_before_training(cli, tmp_path):
     # torchrun's environment without --distribute: every process would train alone.
-    out = cli("train", "--dry-run", "--output-dir", tmp_path, env={"TORCHELASTIC_RUN_ID": "t", "WORLD_SIZE": "2"})
+    out = cli("train", "--dry-run", "--output-dir", tmp_path,
+              env={"TORCHELASTIC_RUN_ID": "t", "WORLD_SIZE": "2", **CPU_ONLY})
     assert out.returncode == 2 and out.stderr.strip().splitlines()[-1].startswith(
         "error: Expected --distribute data-parallel under torchrun"), out.stderr[-3000:]
     # DDP wraps the native loop's step; Keras's fit is refused (WORLD_SIZE as torchrun sets it).
     out = cli("train", "--distribute", "data-parallel", "--loop", "fit", "--dry-run", "--output-dir", tmp_path,
-              env={"WORLD_SIZE": "2"})
+              env={"WORLD_SIZE": "2", **CPU_ONLY})
     assert out.returncode == 2 and out.stderr.strip().splitlines()[-1] == (
         "error: Expected --loop native or auto for --distribute data-parallel under torch (DDP wraps the native "
         "loop's step; Keras's fit does not run under DDP). Received: loop='fit'"), out.stderr[-3000:]
@@ -229,7 +230,8 @@ def test_a_rank_that_dies_stops_the_other(mnist_dir, tmp_path):
         [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(free_port()),
          "-m", "mnist_keras3.train", "--distribute", "data-parallel", "--epochs", "100", "--max-steps-per-epoch", "50",
          "--batch-size", "64", "--data-dir", str(mnist_dir), "--output-dir", str(tmp_path)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "KERAS_BACKEND": "torch"})
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "KERAS_BACKEND": "torch", **CPU_ONLY})
     ranks = []
     try:
         deadline = time.monotonic() + 120
@@ -276,7 +278,7 @@ def test_a_data_parallel_model_loads_under_every_other_backend(mnist_dir, tmp_pa
     for backend in ("jax", "torch", "tensorflow"):
         done = subprocess.run([sys.executable, "-c", _CLASSES, str(run / "model.keras"), str(mnist_dir)],
                               capture_output=True, text=True, timeout=300,
-                              env={**os.environ, "KERAS_BACKEND": backend})
+                              env={**os.environ, "KERAS_BACKEND": backend, **CPU_ONLY})
         assert done.returncode == 0, done.stderr[-3000:]
         name, got = done.stdout.split()[-2:]
         assert name == backend and len(got) == 500

@@ -10,7 +10,7 @@ import time
 
 import multihost
 import pytest
-from conftest import run_module
+from conftest import CPU_ONLY, run_module
 from test_distribute import one_device_accuracy, only_run
 
 TIMEOUT = 20  # MNIST_KERAS3_DIST_TIMEOUT here: a lost host must stop the others within it
@@ -21,7 +21,9 @@ BACKENDS = [pytest.param("torch", "native", 0.005, marks=pytest.mark.torch),
 
 
 def env(backend, mnist_dir):
-    return {"KERAS_BACKEND": backend, "MNIST_KERAS3_DATA": str(mnist_dir), "MNIST_KERAS3_DIST_TIMEOUT": str(TIMEOUT)}
+    # Two CPU processes stand for two hosts, on a GPU machine too (conftest.CPU_ONLY).
+    return {"KERAS_BACKEND": backend, "MNIST_KERAS3_DATA": str(mnist_dir), "MNIST_KERAS3_DIST_TIMEOUT": str(TIMEOUT),
+            **CPU_ONLY}
 
 
 @pytest.mark.e2e
