@@ -105,6 +105,36 @@ def serve_load_table(data):
     return out
 
 
+def gpu_tables(runs):
+    """The benchmarks run on a GPU (docs/benchmarks/*-gpu*.json, any of the bench's kinds): per file
+    its command, devices and versions, then its table as the benchmark printed it (device column,
+    compile and warm-up, ratios to the plain PyTorch reference of the same run); "not measured
+    yet", with no figures, while there is none."""
+    if not runs:
+        return ["Not measured yet: no GPU benchmark file is committed (docs/benchmarks/*-gpu*.json).",
+                "The commands above write them."]
+    out = []
+    for data in runs:
+        machine, kind = data.get("machine", {}), data.get("benchmark")
+        jobs = data.get("runs") or data.get("raw") or data.get("rows") or []
+        found = [j.get("versions") or {} for j in jobs]
+        versions = sorted({f"{v['backend']} {v['backend_version']}" for v in found if "backend" in v}
+                          | {f"torch {v['torch']}" for v in found if "torch" in v}  # the reference's
+                          | {f"keras {v['keras_version']}" for v in found if "keras_version" in v})
+        out += [f"`{data['command']}`: {machine.get('device', 'unknown device')}; CPU {machine.get('cpu')}, "
+                f"{machine.get('cores')} cores; {', '.join(versions) or 'versions not recorded'}", ""]
+        if kind == "recipe":
+            out += tables.recipe_table(data["summary"])
+        elif kind == "profile":
+            out += tables.profile_table(data)
+        else:
+            out += speed_table(data)
+            if data.get("time_to_accuracy"):
+                out += ["", *tta_table(data)]
+        out.append("")
+    return out[:-1]
+
+
 # ---------------------------------------------------------------- figures: loaded JSON -> text
 
 
@@ -287,6 +317,8 @@ TABLES = [
                                      "docs/benchmarks/best-recipe-peers-2cpu.json"), recipes_overview_table),
     ("docs/serving.md", "serve-load", "docs/benchmarks/serve-load-2cpu.json", serve_load_table),
     ("docs/serving.md", "serve-png-repeats", "docs/benchmarks/serve-png-repeats-2cpu.json", serve_load_table),
+    # A pattern: every file it matches (none is fine: the renderer gets an empty list).
+    ("docs/speed.md", "gpu", "docs/benchmarks/*-gpu*.json", gpu_tables),
 ]
 
 TUTORIAL, FAST, STRONG = (B + "tutorial-recipe-2cpu.json", B + "fast-recipe-3seeds-2cpu.json",
@@ -361,6 +393,8 @@ def render(spec, root=ROOT):
 
 
 def _load_sources(sources, root):
+    if isinstance(sources, str) and "*" in sources:  # a pattern: every file it matches, maybe none
+        return [_load(path) for path in sorted(root.glob(sources))]
     if isinstance(sources, str):
         return _load(root / sources)
     return [_load(root / s) for s in sources]

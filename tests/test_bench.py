@@ -9,6 +9,7 @@ import pytest
 from conftest import BACKEND, REPO
 
 from mnist_keras3.bench import report as bench
+from mnist_keras3.bench import tables, worker
 from mnist_keras3.errors import UsageError
 
 
@@ -85,15 +86,19 @@ def test_benchmark_runs_end_to_end_and_writes_json(mnist_dir, tmp_path, device):
     result = json.loads(out_json.read_text())
     rows = {(r["backend"], r["loop"]): r for r in result["summary"]}
     assert rows[(BACKEND, "native")]["samples_per_s"] > 0 and rows[(BACKEND, "native")]["device"] == device
+    assert 0 < rows[(BACKEND, "native")]["warmup_seconds"]  # the untimed first epoch, in the summary and table
+    assert "| warm-up epoch (s) |" in result["markdown"]
+    assert all(r["device"] == device for r in result["raw"] + result["time_to_accuracy"]), result["raw"]
     assert rows[(BACKEND, "native")]["peak_rss_mb"] > 100  # a Python process with a framework and MNIST
     if "torch" in bench.backends.installed_backends():
         assert rows[("torch", "reference")]["ratio"] == 1.0 and rows[(BACKEND, "native")]["ratio"] > 0
+        assert rows[("torch", "reference")]["device"] == device  # the reference runs where the backend does
     tta = {(r["backend"], r["loop"]): r for r in result["time_to_accuracy"]}
     # One epoch of batch 64 passes 50% test accuracy under every backend.
     assert tta[(BACKEND, "native")]["seconds"] > 0 and tta[(BACKEND, "native")]["accuracy"] >= 0.5
     assert "plain PyTorch" in out.stdout and "x plain PyTorch" in result["markdown"]
     assert result["benchmark"] == "speed" and result["settings"]["threads"] == 1  # the speed default
-    assert result["command"].endswith(f"--json {out_json}")
+    assert result["command"].endswith("--json b.json")  # relative to the working directory, tmp_path
 
 
 @pytest.mark.e2e
@@ -140,3 +145,70 @@ def test_the_speed_benchmark_times_fit_and_native_by_default_and_takes_auto():
     rows = bench.summarize([_result("jax", "auto", 32, [150.0], [300.0]), _result("jax", "fit", 32, [140.0], [300.0]),
                             _result("torch", "reference", 32, [100.0], [200.0])], [], [32])
     assert [r["loop"] for r in rows] == ["reference", "auto", "fit"] and rows[1]["ratio"] == 1.5
+
+
+@pytest.mark.parametrize("epochs,first_call,expected", [
+    ([5.0, 2.0, 2.2], None, 2.9),        # the later epochs' median rate: 2.1 s for the first epoch's steps
+    ([5.0], (3.2, 10), 3.0),             # one epoch: the rate of its 90 steps after the first call
+    ([2.0, 2.5], None, 0.0),             # a later epoch slower than the first: no negative compile time
+    ([1.0, 0.0], None, 1.0),             # never more than the first epoch
+    ([5.0], None, None),                 # one epoch and no first call: no rate to subtract
+    ([5.0], (5.0, 100), None),           # the first call was the whole epoch
+    ([], None, None),
+])
+def test_compile_estimate_is_the_first_epochs_excess_over_the_steady_rate(epochs, first_call, expected):
+    got = worker.compile_estimate(epochs, 100, *(first_call or ()))
+    assert got == (None if expected is None else pytest.approx(expected))
+    if got is not None:
+        assert 0 <= got <= epochs[0]
+
+
+def test_the_first_call_timer_times_the_first_epochs_first_callback_only(keras):
+    import time
+
+    timer = worker.first_call_timer(keras)
+    timer.on_epoch_begin(0)
+    time.sleep(0.02)
+    timer.on_train_batch_end(9, {"loss": keras.ops.convert_to_tensor(0.5)})  # a device value: read, so waited for
+    timer.on_train_batch_end(19, {"loss": 0.4})
+    timer.on_epoch_begin(1)
+    timer.on_train_batch_end(0, {"loss": 0.3})
+    assert timer.steps == 10 and 0.02 <= timer.seconds < 5
+
+
+def test_the_reference_runs_where_keras_torch_backend_runs():
+    assert worker.reference_device(None, None) == "cpu"
+    assert worker.reference_device(None, "cuda") == "cuda"
+    assert worker.reference_device("cpu", "cuda") == "cpu"  # KERAS_TORCH_DEVICE wins, as in Keras
+
+
+def test_the_reference_reports_the_device_the_backend_jobs_report(device):
+    pytest.importorskip("torch")
+    ref = worker._torch_setup({"threads": 0}, 0)
+    worker._synchronize(ref)  # the device's queue drained (the CPU's: nothing to wait for)
+    assert worker._torch_device_name(ref) == device  # on the CPU: "CPU" on both sides
+
+
+def test_tables_name_the_device_per_row_only_when_the_jobs_ran_on_more_than_the_cpu():
+    cpu = bench.summarize([_result("torch", "reference", 64, [100.0], [90.0]),
+                           _result("jax", "auto", 64, [200.0], [150.0])], [], [64])
+    assert "device" not in tables.speed_table({"summary": cpu})[0]
+    mixed = bench.summarize([_result("torch", "reference", 64, [100.0], [90.0]),
+                             {**_result("jax", "auto", 64, [200.0], [150.0]), "device": "NVIDIA H200",
+                              "warmup_seconds": 7.5}], [], [64])
+    lines = tables.speed_table({"summary": mixed})
+    assert lines[0].startswith("| batch | backend | loop | device | samples/s |")
+    assert lines[0].endswith("| warm-up epoch (s) |") and lines[1].count("|") == lines[0].count("|")
+    assert lines[2] == "| 64 | plain PyTorch (reference) | - | CPU | 100 | 1.00x | 90 | 1.00x | 500 | - |"
+    assert lines[3] == "| 64 | jax | auto | NVIDIA H200 | 200 | 2.00x | 150 | 1.67x | 500 | 7.50 |"
+
+
+def test_the_device_wait_reads_the_last_trained_variable_before_the_epoch_timer_stops(keras, monkeypatch):
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    read = []
+    monkeypatch.setattr(keras.ops, "convert_to_numpy", lambda x: read.append(x))
+    wait = worker.device_wait(keras)
+    wait.set_model(model)
+    wait.on_test_begin()
+    wait.on_epoch_end(0, {})
+    assert len(read) == 2 and all(x is model.trainable_variables[-1] for x in read)  # the bias the last step wrote

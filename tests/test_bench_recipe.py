@@ -10,7 +10,7 @@ import sys
 import pytest
 from conftest import BACKEND, REPO
 
-from mnist_keras3.bench import reference_models, worker
+from mnist_keras3.bench import reference_models, tables, worker
 from mnist_keras3.bench import report as bench
 from mnist_keras3.errors import UsageError
 
@@ -127,6 +127,40 @@ def test_reference_random_shift_moves_whole_images_and_fills_the_background():
     assert len({tuple((img == 1.0).nonzero()[0].tolist()) for img in out[:, 0]}) > 5  # shifts vary per image
 
 
+def test_recipe_figures_give_the_seconds_to_each_mark_with_and_without_the_compile_seconds():
+    got = worker.recipe_figures([5.0, 2.0, 2.1], [0.985, 0.991, 0.9951], (0.99, 0.995), compile_seconds=2.95)
+    assert got["compile_seconds"] == 2.95
+    assert got["reached"]["0.99"] == {"epoch": 2, "seconds": 7.0, "seconds_without_compile": 4.05}
+    assert got["reached"]["0.995"] == {"epoch": 3, "seconds": 9.1, "seconds_without_compile": 6.15}
+    unknown = worker.recipe_figures([5.0], [0.991], (0.99,))  # no estimate: no figure without it
+    assert unknown["compile_seconds"] is None and unknown["reached"]["0.99"]["seconds_without_compile"] is None
+
+
+def test_the_recipe_summary_and_table_give_compile_seconds_and_each_rows_device():
+    def run(role, seed, s99, compile_s, device, loop="native"):
+        r = _run(role, "torch", seed, s99, None, 0.991, loop=loop)
+        r["reached"]["0.99"]["seconds_without_compile"] = round(s99 - compile_s, 3)
+        return {**r, "compile_seconds": compile_s, "device": device}
+
+    runs = [run("recipe", 1, 4.0, 3.0, "NVIDIA H200"), run("recipe", 2, 5.0, 3.4, "NVIDIA H200"),
+            run("recipe", 3, 4.6, 3.2, "NVIDIA H200"),
+            run("reference", 1, 1.6, 0.5, "NVIDIA H200", "plain PyTorch")]
+    rows = {r["role"]: r for r in bench.recipe_summary(runs)}
+    assert rows["recipe"]["compile_seconds"] == 3.2 and rows["recipe"]["device"] == "NVIDIA H200"
+    assert rows["recipe"]["seconds_without_compile"] == {"0.99": 1.4, "0.995": None}
+    assert rows["reference"]["compile_seconds"] == 0.5 and rows["reference"]["device"] == "NVIDIA H200"
+    table = tables.recipe_table(bench.recipe_summary(runs))
+    assert table[0].startswith("| run | device | loop | seeds | s to 99.0% | s to 99.5% | compile + warm-up (s) "
+                               "| s to 99.0% without it | s to 99.5% without it |")
+    assert table[1].count("|") == table[0].count("|") == table[2].count("|")
+    assert table[2] == ("| torch | NVIDIA H200 | native | 3 | 4.6 | not reached | 3.20 | 1.4 | not reached "
+                        "| 4.0 / 5.0 / 4.6 | 0.9910 | 0.9910 | 2.87x | n/a (not run) |")
+    note = bench.recipe_summary(runs[:1], reference_note="no torch")
+    assert tables.recipe_table(note)[-1] == "| plain PyTorch (reference) | - | n/a: no torch |" + " |" * 11
+    assert "device" not in tables.recipe_table(bench.recipe_summary(
+        [{**r, "device": "CPU"} for r in runs]))[0]  # a CPU-only run names its device above the table
+
+
 def test_an_unknown_recipe_key_is_the_one_line_config_error_before_any_job(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text('model = "fast"\nwarmup = 0.3\n')
@@ -141,7 +175,7 @@ def test_an_unknown_recipe_key_is_the_one_line_config_error_before_any_job(tmp_p
 
 
 @pytest.mark.e2e
-def test_recipe_benchmark_runs_end_to_end(mnist_dir, tmp_path):
+def test_recipe_benchmark_runs_end_to_end(mnist_dir, tmp_path, device):
     out_json = tmp_path / "r.json"
     env = {**os.environ, "MNIST_KERAS3_DATA": str(mnist_dir)}
     out = subprocess.run(
@@ -161,6 +195,9 @@ def test_recipe_benchmark_runs_end_to_end(mnist_dir, tmp_path):
     for r in result["runs"]:
         assert len(r["test_accuracy"]) == len(r["cumulative_seconds"]) == len(r["epoch_cpu_seconds"])
         assert r["cumulative_seconds"] == sorted(r["cumulative_seconds"]) and r["cumulative_seconds"][0] > 0
+        assert r["device"] == device, r  # the reference too: it runs where the backend runs
+        assert 0 <= r["compile_seconds"] <= r["epoch_seconds"][0], r
+    assert "| compile + warm-up (s) |" in result["markdown"]
     assert {len(r["test_accuracy"]) for r in recipe_runs} == {2}  # all the recipe's epochs, no stop at a target
     assert {r["train_samples"] for r in result["runs"] if r["role"] == "peer"} == {54_000}  # the end held out
     assert result["recipe"]["config"]["model"] == "fast" and result["peer"]["config"]["model"] == "kerasio-convnet"

@@ -11,7 +11,10 @@ tracing happen there), at most --max-samples per epoch; the median over the time
 rounds. Rounds run the jobs in alternating order, so a machine that gets busier or quieter in the
 middle of a run does not favour whoever ran first. The ratio is that median over the reference's
 median at the same batch size. Time to accuracy: training seconds (compiling included, evaluation
-excluded) until the test accuracy measured after an epoch first reaches --target.
+excluded) until the test accuracy measured after an epoch first reaches --target. Every job records
+the device it ran on, the reference included (it runs where Keras's torch backend runs: on the GPU
+when there is one); a table gets a device column when its jobs ran on more than one device or off
+the CPU, and the speed table the warm-up epoch's seconds.
 
 With --recipe FILE (a train config, e.g. configs/fast.toml) the command is the recipe benchmark
 instead: for seeds 1..--seeds, the recipe under each backend with the loop a user gets
@@ -19,7 +22,9 @@ instead: for seeds 1..--seeds, the recipe under each backend with the loop a use
 reference: its model written in torch, bench/reference_models.py) and the --peer recipe
 (configs/kerasio.toml, keras-io's convnet) under each backend, every job for all its epochs. The
 table: per run, the median over seeds of the training seconds to 99.0% and 99.5% test accuracy,
-the median and lowest final accuracy, and the recipe's seconds to 99.0% over both peers'.
+the median and lowest final accuracy, and the recipe's seconds to 99.0% over both peers'; and per
+run the first epoch's compile and warm-up seconds (how: bench/worker.py) with the seconds to each
+mark without them.
 
     python -m mnist_keras3.bench --recipe configs/fast.toml --seeds 3 --json docs/benchmarks/fast.json
 
@@ -168,12 +173,14 @@ def summarize(speed, tta, sizes):
         ok = [r for r in rs if "error" not in r]
         per_epoch = [v for r in ok for v in r["samples_per_s"]]
         per_cpu = [v for r in ok for v in r["samples_per_cpu_s"]]
+        warmups = [r["warmup_seconds"] for r in ok if r.get("warmup_seconds") is not None]
         rows.append({"backend": b, "loop": lp, "batch_size": bs,
                      "samples_per_s": round(statistics.median(per_epoch), 1) if per_epoch else None,
                      "samples_per_cpu_s": round(statistics.median(per_cpu), 1) if per_cpu else None,
                      "epochs_timed": len(per_epoch),
                      "peak_rss_mb": max((r["peak_rss_mb"] for r in ok), default=None),
-                     "device": ok[0]["device"] if ok else None,
+                     "device": _devices(ok),
+                     "warmup_seconds": round(statistics.median(warmups), 3) if warmups else None,
                      "error": None if ok else rs[0]["error"]})
     for key, ratio in (("samples_per_s", "ratio"), ("samples_per_cpu_s", "cpu_ratio")):
         ref = {r["batch_size"]: r[key] for r in rows if r["loop"] == "reference"}
@@ -185,12 +192,19 @@ def summarize(speed, tta, sizes):
     return rows
 
 
+def _devices(results):
+    """The devices a group of results ran on, as one name ("CPU", "NVIDIA H200"; several joined by
+    ", "); None when none says."""
+    return ", ".join(sorted({r["device"] for r in results if r.get("device")})) or None
+
+
 def markdown(rows, tta, info, args):
     out = [f"Device: {info['device']} | CPU: {info['cpu']}, {info['cores']} cores | threads per job: "
            f"{args.threads or 'framework default'} | {args.epochs} timed epochs x {args.rounds} rounds, "
            f"<= {args.max_samples or 'all'} samples each | load average {info['load_average_start']} -> "
            f"{info['load_average_end']}", ""]
     out += tables.speed_table({"summary": rows})
+    out += ["", "Warm-up epoch: the untimed first epoch's seconds (tracing, compiling), median over rounds."]
     if tta:
         out += ["", f"Time to {args.target:.0%} test accuracy (batch {args.tta_batch_size}; training seconds, "
                 "compiling included, evaluation excluded):", ""]
@@ -251,6 +265,11 @@ def recipe_summary(runs, reference_note=None):
             "seconds_by_seed": {f"{m:g}": [(r["reached"][f"{m:g}"] or {}).get("seconds") for r in ok] for m in MARKS},
             "seconds": {f"{m:g}": median_seconds([(r["reached"][f"{m:g}"] or {}).get("seconds") for r in ok])
                         for m in MARKS} if ok else {f"{m:g}": None for m in MARKS},
+            "seconds_without_compile": {
+                f"{m:g}": median_seconds([(r["reached"][f"{m:g}"] or {}).get("seconds_without_compile")
+                                          for r in ok]) for m in MARKS},
+            "compile_seconds": median_seconds([r.get("compile_seconds") for r in ok]),
+            "device": _devices(ok),
             "median_accuracy": round(statistics.median(finals), 4) if finals else None,
             "min_accuracy": min(finals) if finals else None,
             "note": None})
@@ -258,7 +277,8 @@ def recipe_summary(runs, reference_note=None):
         rows.append({"name": row_name("reference", "torch"), "role": "reference", "backend": "torch", "loop": None,
                      "loop_fallback_reasons": [], "seeds": [], "errors": [], "seconds_by_seed": {},
                      "seconds": {f"{m:g}": None for m in MARKS}, "median_accuracy": None, "min_accuracy": None,
-                     "note": reference_note})
+                     "seconds_without_compile": {f"{m:g}": None for m in MARKS}, "compile_seconds": None,
+                     "device": None, "note": reference_note})
     key = f"{MARKS[0]:g}"
     ref = next((r for r in rows if r["role"] == "reference"), None)
     peers = {r["backend"]: r for r in rows if r["role"] == "peer"}
@@ -285,7 +305,9 @@ def recipe_markdown(rows, recipe_file, cfg, peer_file, info, args):
            f"{cfg['label_smoothing']:g}, {cfg['epochs']} epochs; peer: {peer_file or 'none'}; seeds 1-{args.seeds}.",
            f"Training seconds (compiling included, evaluation excluded) until the test accuracy after an epoch "
            f"first reaches {marks}: the median over seeds, a seed that never reached it counting as slower than "
-           f"any that did. Device: {info['device']} | CPU: {info['cpu']}, {info['cores']} cores | threads per "
+           f"any that did; compile + warm-up: the first epoch's seconds beyond its steps at the steady rate "
+           f"(bench/worker.py), median over seeds, and the seconds without it. "
+           f"Device: {info['device']} | CPU: {info['cpu']}, {info['cores']} cores | threads per "
            f"job: {args.threads or 'framework default'} | load average {info['load_average_start']} -> "
            f"{info['load_average_end']}"]
     if args.max_steps_per_epoch or args.max_test_samples:
@@ -334,7 +356,7 @@ def run_recipes(args, names, info):
             ) + f", final accuracy {r['final_accuracy']:.4f}"
             print(f"seed {seed} {row_name(role, backend):>32}: {got}", flush=True)
     info["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
-    info["device"] = ", ".join(sorted({r["device"] for r in runs if r.get("device")})) or "unknown"
+    info["device"] = _devices(runs) or "unknown"
     rows = recipe_summary(runs, ref_note)
     table = recipe_markdown(rows, args.recipe, recipe_cfg, peer_file, info, args)
     versions = {}
@@ -363,8 +385,9 @@ def run_profiles(args, jobs, info):
               f"{r.get('ms_per_step', r.get('error'))}", flush=True)
     info["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     ref = {r["batch_size"]: r["step_ms"] for r in rows if r["loop"] == "reference" and "error" not in r}
-    out = [f"Model {args.model} | CPU: {info['cpu']}, {info['cores']} cores | threads per job: "
-           f"{args.threads or 'framework default'} | "
+    info["device"] = _devices(rows) or "unknown"
+    out = [f"Model {args.model} | Device: {info['device']} | CPU: {info['cpu']}, {info['cores']} cores | "
+           f"threads per job: {args.threads or 'framework default'} | "
            f"median of {args.rounds} groups of {args.profile_steps} steps | load average "
            f"{info['load_average_start']} -> {info['load_average_end']}", ""]
     for r in rows:
@@ -435,8 +458,7 @@ def main(argv=None):
             print(f"time to {args.target:.0%}: {job['backend']:>10} {job['loop']:>9}: "
                   f"{r.get('seconds', r.get('error'))}", flush=True)
     info["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
-    devices = {r.get("device") for r in speed if "error" not in r}
-    info["device"] = ", ".join(sorted(d for d in devices if d)) or "unknown"
+    info["device"] = _devices(speed) or "unknown"
     rows = summarize(speed, tta, sizes)
     table = markdown(rows, tta, info, args)
     print("\n" + table)

@@ -4,10 +4,29 @@ Keras jobs train through training.fit_model, the function `python -m mnist_keras
 benchmark times the code users run. The reference job is a plain PyTorch loop, below: the tutorial
 model for the speed and time-to-accuracy jobs, and for a recipe (mode "recipe") the recipe's own
 model written in plain torch (bench/reference_models.py), with its optimizer and per-step schedule.
+
+Every job records the device it ran on (`device`: the backend's device name, "CPU" or e.g.
+"NVIDIA H200"). The reference runs where Keras's torch backend puts its tensors
+(reference_device: KERAS_TORCH_DEVICE when set, else torch's accelerator, else the CPU), so on a
+GPU both sides of every ratio run on the GPU: the training and test sets are moved there once, each
+epoch's permutation is drawn there and each batch is a slice of it indexing the tensors there (as
+tuomaso/train_mnist_fast does); the device's queue is drained before a clock is read, in the
+Keras jobs too (device_wait: a trained value read to the host before the epoch timer stops).
+
+Compile and warm-up (a recipe job's `compile_seconds`): what the first epoch costs beyond its steps
+at the steady rate, i.e. the first epoch's training seconds minus its steps times the seconds per
+step of the later epochs (their median); a one-epoch run takes its steady rate from the rest of its
+first epoch, after the first callback call (Keras's first batch, or a native loop's first compiled
+call; its loss is read there, which waits for the device). Clamped to 0 .. the first epoch's
+seconds (machine noise can make a later epoch slower than the first). It holds tracing, compiling,
+autotuning and first-touch allocations wherever they happen in the first epoch, and no training
+work: the seconds to each mark are given with it and without it (`seconds_without_compile`).
 """
 
 import math
+import os
 import resource
+import statistics
 import time
 
 import numpy as np
@@ -78,7 +97,7 @@ def _keras(spec, train, test):
                 self.model.stop_training = True
 
     tta = spec["mode"] == "tta"
-    callbacks = [Reseed(cfg.seed), timer] + ([StopAtTarget()] if tta else [])
+    callbacks = [Reseed(cfg.seed), device_wait(keras), timer] + ([StopAtTarget()] if tta else [])
     fit_model(model, cfg, train, test if tta else None, callbacks)
     info = backends.describe(spec["backend"])
     return {"device": info["device"], "versions": info,
@@ -134,32 +153,98 @@ def _keras_recipe(spec, keras, train, test):
                          "seed": spec["seed"], "max_steps_per_epoch": spec.get("max_steps_per_epoch", 0)}).validate()
     train, _ = data.split_validation(*train, cfg.validation_split)  # the held-out end is not trained on
     ran, why = loop.choose(cfg, backends.active().loop)
-    model = build_compiled(cfg, steps_per_epoch=steps_per_epoch(len(train[0]), cfg))
+    steps = steps_per_epoch(len(train[0]), cfg)
+    model = build_compiled(cfg, steps_per_epoch=steps)
     timer, accuracies = EpochTimer(), []
 
     class TestAccuracy(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             accuracies.append(float(logs["val_accuracy"]))  # validation data = the test set
 
-    fit_model(model, cfg, train, test, [Reseed(cfg.seed), timer, TestAccuracy()])
+    first = first_call_timer(keras)
+    fit_model(model, cfg, train, test, [Reseed(cfg.seed), device_wait(keras), timer, first, TestAccuracy()])
     info = backends.describe(spec["backend"])
+    warmup = compile_estimate(timer.train_seconds, steps, first.seconds, first.steps)
     return {"device": info["device"], "versions": info, "seed": cfg.seed,
             "loop": ran, "loop_requested": cfg.loop, "loop_fallback_reason": why,
             "trainable_parameters": parameter_counts(model)["trainable"], "train_samples": len(train[0]),
-            **recipe_figures(timer.train_seconds, accuracies, spec["marks"], timer.cpu_seconds)}
+            **recipe_figures(timer.train_seconds, accuracies, spec["marks"], timer.cpu_seconds, warmup)}
 
 
-def recipe_figures(seconds, accuracies, marks, cpu_seconds=()):
+def device_wait(keras):
+    """A callback (made once keras is imported) that waits, where EpochTimer stops its clock (it must
+    come before the timer), until the device has run the epoch's steps: an accelerator runs them
+    after the host queued them, and without the wait their tail would count as evaluation. It reads
+    the last trainable variable to the host, which the last step wrote (every loop has written the
+    weights back into the Keras variables by then); on the CPU that is a copy of a few floats."""
+
+    class WaitForDevice(keras.callbacks.Callback):
+        def wait(self):
+            keras.ops.convert_to_numpy(self.model.trainable_variables[-1])
+
+        def on_test_begin(self, logs=None):
+            self.wait()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.wait()
+
+    return WaitForDevice()
+
+
+def first_call_timer(keras):
+    """A callback (made once keras is imported): the seconds from the first epoch's start to its first
+    on_train_batch_end, the loss read there so that the device has finished that work (`seconds`),
+    and the steps done by then (`steps`)."""
+
+    class FirstCall(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.seconds = self.steps = self._t0 = None
+            self._epochs = 0
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._epochs += 1
+            if self._epochs == 1:
+                self._t0 = time.perf_counter()
+
+        def on_train_batch_end(self, batch, logs=None):
+            if self._epochs == 1 and self.seconds is None:
+                float((logs or {}).get("loss", 0.0))  # waits for the step's result on an accelerator
+                self.seconds, self.steps = time.perf_counter() - self._t0, batch + 1
+
+    return FirstCall()
+
+
+def compile_estimate(epoch_seconds, steps, first_call_seconds=None, first_call_steps=None):
+    """The first epoch's compile and warm-up seconds (see the module docstring): its seconds minus
+    `steps` at the steady rate, from the later epochs when there are any, else from the rest of the
+    first epoch after its first call; None when neither gives a rate."""
+    if not epoch_seconds or steps < 1:
+        return None
+    first = epoch_seconds[0]
+    if len(epoch_seconds) > 1:
+        per_step = statistics.median(epoch_seconds[1:]) / steps
+    elif first_call_seconds is not None and first_call_steps and steps > first_call_steps:
+        per_step = max(0.0, first - first_call_seconds) / (steps - first_call_steps)
+    else:
+        return None
+    return round(min(first, max(0.0, first - steps * per_step)), 3)
+
+
+def recipe_figures(seconds, accuracies, marks, cpu_seconds=(), compile_seconds=None):
     """Per epoch: test accuracy, cumulative training seconds (and the process's CPU seconds of each
     epoch); for each mark the first epoch whose test accuracy reaches it and the training seconds
-    until then (None if no epoch does)."""
+    until then, with the first epoch's compile and warm-up (`seconds`) and without it
+    (`seconds_without_compile`, None when compile_seconds is); None if no epoch reaches it."""
     cumulative = [round(sum(seconds[: i + 1]), 3) for i in range(len(seconds))]
     reached = {}
     for mark in marks:
         hit = next((i for i, a in enumerate(accuracies) if a >= mark), None)
-        reached[f"{mark:g}"] = None if hit is None else {"epoch": hit + 1, "seconds": cumulative[hit]}
+        without = None if hit is None or compile_seconds is None else round(cumulative[hit] - compile_seconds, 3)
+        reached[f"{mark:g}"] = None if hit is None else {"epoch": hit + 1, "seconds": cumulative[hit],
+                                                         "seconds_without_compile": without}
     return {"test_accuracy": [round(a, 4) for a in accuracies], "cumulative_seconds": cumulative,
-            "epoch_seconds": [round(t, 3) for t in seconds],
+            "epoch_seconds": [round(t, 3) for t in seconds], "compile_seconds": compile_seconds,
             "epoch_cpu_seconds": [round(t, 3) for t in cpu_seconds], "reached": reached,
             "final_accuracy": round(accuracies[-1], 4) if accuracies else None}
 
@@ -175,7 +260,8 @@ def _reference(spec, train, test):
 
     Same layers as the `tutorial` model (Conv2d(1,4,3)-ReLU-MaxPool-Conv2d(4,4,3)-ReLU-MaxPool-
     Linear(100,10)), Adam (lr 1e-3), CrossEntropyLoss on logits, the whole training set as tensors
-    in memory (on the GPU when there is one), batches from torch.randperm, torch's default init.
+    on the device (reference_device: the GPU when Keras's torch backend would use one), batches
+    sliced from a torch.randperm drawn there, torch's default init.
     """
     import torch
     from torch import nn
@@ -203,8 +289,7 @@ def _reference(spec, train, test):
             loss = loss_fn(model(x[idx]), y[idx])
             loss.backward()
             optimizer.step()
-        if device == "cuda":
-            torch.cuda.synchronize()
+        _synchronize(device)
         seconds.append(time.perf_counter() - start)
         cpu_seconds.append(time.process_time() - cpu_start)
         if spec["mode"] == "tta":
@@ -225,14 +310,13 @@ def _reference_profile(spec, train, device):
     model = build_reference(name).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss_fn = nn.CrossEntropyLoss()
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     profiles = []
     for group in _profile_batches(spec, len(x)):
         phases = dict.fromkeys(("forward", "backward", "optimizer", "host"), 0.0)
         last = [time.perf_counter()]
 
         def mark(name, phases=phases, last=last):
-            sync()
+            _synchronize(device)
             now = time.perf_counter()
             phases[name] += now - last[0]
             last[0] = now
@@ -253,18 +337,39 @@ def _reference_profile(spec, train, device):
 
 
 def _torch_setup(spec, seed):
+    """Threads and seed; returns the device the reference runs on (reference_device)."""
     import torch
 
     if spec["threads"]:
         torch.set_num_threads(spec["threads"])
     torch.manual_seed(seed)
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    accelerator = getattr(torch, "accelerator", None)  # torch >= 2.6
+    found = accelerator.current_accelerator().type if accelerator and accelerator.is_available() else (
+        "cuda" if torch.cuda.is_available() else None)
+    return reference_device(os.environ.get("KERAS_TORCH_DEVICE"), found)
+
+
+def reference_device(keras_torch_device, accelerator):
+    """Where the reference runs: where Keras's torch backend puts its tensors, so that a ratio
+    compares two loops on one device: KERAS_TORCH_DEVICE when set (Keras's override), else the
+    accelerator torch finds ("cuda", "mps", "xpu", ...), else "cpu"."""
+    return keras_torch_device or accelerator or "cpu"
+
+
+def _synchronize(device):
+    """Wait for the device's queued kernels (a no-op on the CPU, whose kernels run synchronously)."""
+    import torch
+
+    torch.get_device_module(torch.device(device).type).synchronize()
 
 
 def _torch_device_name(device):
+    """The device's name as the torch backend reports it (backends/torch.device_name): "CPU", or the
+    accelerator's own name, e.g. "NVIDIA H200"."""
     import torch
 
-    return torch.cuda.get_device_name(0) if device == "cuda" else "CPU"
+    kind = torch.device(device).type
+    return getattr(torch.get_device_module(kind), "get_device_name", kind.upper)()
 
 
 def _to_tensors(x, y, device):
@@ -347,7 +452,7 @@ def _reference_recipe(spec, train, test):
     if spec.get("max_steps_per_epoch"):
         steps = min(steps, spec["max_steps_per_epoch"])
     total = recipe["epochs"] * steps
-    seconds, cpu_seconds, accuracies, step = [], [], [], 0
+    seconds, cpu_seconds, accuracies, step, first_step = [], [], [], 0, None
     for _ in range(recipe["epochs"]):
         start, cpu_start = time.perf_counter(), time.process_time()
         perm = torch.randperm(len(x), device=device)
@@ -361,12 +466,15 @@ def _reference_recipe(spec, train, test):
             loss_fn(model(xb), y[idx]).backward()
             optimizer.step()
             step += 1
-        if device == "cuda":
-            torch.cuda.synchronize()
+            if first_step is None:  # the first step's seconds, for compile_estimate of a one-epoch recipe
+                _synchronize(device)
+                first_step = time.perf_counter() - start
+        _synchronize(device)
         seconds.append(time.perf_counter() - start)
         cpu_seconds.append(time.process_time() - cpu_start)
         accuracies.append(_torch_accuracy(model, x_test, y_test))
+    warmup = compile_estimate(seconds, steps, first_step, 1)
     return {"device": _torch_device_name(device), "versions": {"torch": torch.__version__}, "seed": spec["seed"],
             "loop": "plain PyTorch", "trainable_parameters": sum(p.numel() for p in model.parameters()
                                                                    if p.requires_grad),
-            "train_samples": len(x), **recipe_figures(seconds, accuracies, spec["marks"], cpu_seconds)}
+            "train_samples": len(x), **recipe_figures(seconds, accuracies, spec["marks"], cpu_seconds, warmup)}
