@@ -64,7 +64,7 @@ def epoch_batches(order, batch_size, steps):
 def steps_per_call(full, most=STEPS_PER_CALL):
     """How many of an epoch's `full` batches one compiled call takes: the largest divisor of `full`
     from most / 2 to most, so that every call has the same shape (jax compiles a program per shape,
-    seconds each: 234 batches of 256 as 78 x 3, not 100, 100, 34), else `most`."""
+    each: an epoch of 234 batches as 3 calls of 78, not 100, 100 and 34), else `most`."""
     return next((k for k in range(min(full, most), most // 2 - 1, -1) if k and full % k == 0), most)
 
 

@@ -1,13 +1,12 @@
 """Faster CPU kernels for the jax loop, swapped in by rewriting the traced program, not the model.
 
-Profiled on a 2-core CPU (docs/speed.md), XLA:CPU spent most of a training step of the tutorial
-CNN (batch 32, 3.6 ms) in kernels that are slow for 1- and 4-channel tensors: the forward
-convolutions (1.1 ms and 0.4 ms), the second convolution's input gradient (0.85 ms) and the
-max-pool gradient (`select_and_scatter`, 0.9 ms). Here the convolutions and their gradients are
-matrix products of the shifted windows ("im2col"), and the max pool is a reduce whose gradient is
-a first-maximum mask: 1.2 ms a step. Convolutions with few channels (the tutorial's 1 -> 4 and
-4 -> 4) are computed a 2 x 2 block of outputs at a time, a product XLA:CPU vectorises, where
-im2col's 4-column output did not.
+Profiled on a CPU (docs/speed.md has the figures), XLA:CPU spends most of a training step of the
+tutorial CNN in kernels that are slow for 1- and 4-channel tensors: the forward convolutions, the
+second convolution's input gradient and the max-pool gradient (`select_and_scatter`). Here the
+convolutions and their gradients are matrix products of the shifted windows ("im2col"), and the max
+pool is a reduce whose gradient is a first-maximum mask. Convolutions with few channels (the
+tutorial's 1 -> 4 and 4 -> 4) are computed a 2 x 2 block of outputs at a time, a product XLA:CPU
+vectorises, where im2col's 4-column output did not.
 
 `rewrite(fn)` returns a function that computes the same values as `fn`: it traces `fn` to a jaxpr
 and evaluates it equation by equation, replacing only the equations that match these patterns
@@ -29,7 +28,7 @@ except ImportError:
 
 # in x out channels up to which the swap was measured faster: the tutorial's 4 and 16, and the
 # recipes' 16 x 32 (fast), 32 x 64 (shift-cnn, kerasio-convnet), whose XLA input and kernel
-# gradients took 20-30 ms of a 35-60 ms step (docs/speed.md). Wider ones: not measured.
+# gradients took most of their step (docs/speed.md). Wider ones: not measured.
 MAX_CONV_CHANNELS = 4096
 # in x out channels up to which a convolution is computed in 2 x 2 output blocks (_blocked_conv):
 # measured faster for the tutorial CNN's 1 x 4 and 4 x 4 and the fast model's 5 x 5, 1 x 16;
@@ -60,7 +59,7 @@ def internals_problem():
 
 # XLA:CPU hands dots, reductions and elementwise ops to YNNPACK fusions by default. On the tiny
 # tensors of a model this small their cost per call outweighs their speed (the tutorial CNN's max
-# pool and bias-gradient reduces ran 2-3x faster as XLA's own loops); on shift-cnn's, XLA's loops
+# pool and bias-gradient reduces ran faster as XLA's own loops); on shift-cnn's, XLA's loops
 # made the Adam update many times slower. So only models up to this many parameters compile their
 # step without YNNPACK (docs/speed.md, scripts/jax_step_ops.py).
 SMALL_MODEL_PARAMS = 10_000

@@ -29,8 +29,9 @@ def configure_numerics():
 
 
 def configure_serving():
-    """The web server predicts one 28x28 image at a time: one CPU thread does that in about 5 ms,
-    while torch's default pool spins on busy cores (measured 127 ms a digit, 2 shared cores).
+    """The web server predicts one 28x28 image at a time: one CPU thread does that quickly, while
+    torch's default pool of one thread per core spins on cores the server's other work is using
+    and made each digit many times slower (docs/serving.md).
     Returns a function that puts the previous setting back."""
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -40,7 +41,7 @@ def configure_serving():
 def export_modules(fmt):
     """Python modules Keras needs to export `fmt` ("onnx", "savedmodel") under torch; None where
     Keras cannot: its SavedModel path under torch needs torch_xla, and with Keras 3.15.1 and
-    torch 2.13 it fails before that, inside torch.export (measured)."""
+    torch 2.13 it fails before that, inside torch.export (tried)."""
     return {"onnx": ["onnx", "onnxscript"], "savedmodel": None}[fmt]
 
 
