@@ -142,7 +142,9 @@ def test_train_cli_on_fashion_mnist_from_the_keras_cache_layout(cli, tmp_path):
     """train --dataset fashion_mnist, offline, through Keras's own loader, on a small copy in
     Keras's cache layout: the run records fashion_mnist's classes and learns the images."""
     write_fashion_mnist_cache(tmp_path / "keras_home")
-    out = cli("train", "--dataset", "fashion_mnist", "--model", "tutorial-bn", "--epochs", 4, "--batch-size", 32,
+    # The tutorial model: no BatchNorm, whose moving statistics are still far from settled after
+    # these few steps (tutorial-bn's test accuracy then depends on the backend's first batches).
+    out = cli("train", "--dataset", "fashion_mnist", "--model", "tutorial", "--epochs", 4, "--batch-size", 32,
               "--output-dir", tmp_path / "runs", env={"KERAS_HOME": str(tmp_path / "keras_home")})
     assert out.returncode == 0, out.stderr[-3000:]
     assert "800 train, 200 test images of shape (28, 28, 1), 10 classes" in out.stdout

@@ -68,9 +68,10 @@ def test_keras_splits_each_batch_over_both_devices(tmp_path):
         import json, numpy as np
         from mnist_keras3 import backends, distribute
         from mnist_keras3.config import TrainConfig
-        keras = backends.activate("jax").keras
+        backend = backends.activate("jax")
+        keras = backend.keras
         cfg = TrainConfig(backend="jax", distribute="data-parallel", batch_size=64).validate()
-        info = distribute.setup(cfg)[1].info
+        info = distribute.setup(cfg, backend, ("fit", None))[1].info
         dist = keras.distribution.distribution()
         batch = dist.get_data_layout((64, 28, 28, 1))
         x = keras.distribution.distribute_tensor(np.zeros((64, 28, 28, 1), "float32"), batch)
