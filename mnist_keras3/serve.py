@@ -130,7 +130,11 @@ def main(argv=None):
         try:
             uvicorn.Server(config).run(sockets=[sock])
         except (KeyboardInterrupt, Stopped):
-            print("stopped")
+            pass
+        # The server has stopped, whichever way: uvicorn raises the signal it caught again once the
+        # requests in flight are done, but under uvloop that KeyboardInterrupt can be lost while the
+        # loop closes, and run() then simply returns.
+        print("stopped")
     finally:
         sock.close()
     return 0
