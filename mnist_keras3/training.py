@@ -230,17 +230,18 @@ def check_diverged(run_dir, cfg, history, early, info):
     return epochs_done, stopped_early
 
 
-def lost_process(error, parallel, run_dir, cfg, info, resume=None):
+def lost_process(error, parallel, run_dir, cfg, resume=None):
     """None, unless the engine says `error` is a process of the run it lost (parallel.lost): then a
     TrainingError naming what was lost, what is saved and how to go on (run() records it in rank 0's
     metrics.json as "failed"; the last complete checkpoint stays as it was)."""
     what = parallel.lost(error) if parallel.processes > 1 else None
     if not what:
         return None
-    state = runs.checkpoint_state(run_dir)
+    state = runs.checkpoint_state(run_dir) if run_dir else None  # no folder yet: lost before training
     saved = f"epoch {state['epoch']} is saved" if state else "no epoch was complete, so nothing is saved"
     # Rank 0 made the run folder; another rank knows it only when resuming.
-    folder = run_dir if not parallel.rank else resume or f"<the run folder rank 0 made in {cfg.output_dir}>"
+    folder = (run_dir if not parallel.rank and run_dir else resume
+              or f"<the run folder rank 0 made in {cfg.output_dir}>")
     message = (f"lost a process of the {parallel.processes}-process data-parallel run ({what}); {saved}. "
                f"Once every host is up, start all {parallel.processes} processes again with --resume {folder}")
     return TrainingError(message)
@@ -323,8 +324,9 @@ def run(cfg, source, backend, resume=None):
                 scratch = Path(tempfile.mkdtemp(prefix=f"mnist-keras3-rank{parallel.rank}-"))
             try:
                 run_dir = _run(cfg, source, resume, parallel, scratch, made, backend, choice)
-            except Exception as e:
-                error = out_of_memory(e, cfg, backend) or e
+            except Exception as e:  # said in one line where the framework's words are known
+                error = (out_of_memory(e, cfg, backend)
+                         or lost_process(e, parallel, scratch or made.get("run_dir"), cfg, resume) or e)
                 if scratch is None and made.get("run_dir"):  # rank 0's own folder: say how it ended
                     record_failure(made["run_dir"], error, {**made.get("info", {}), "distribution": parallel.info})
                 if error is e:
@@ -411,20 +413,11 @@ def _run(cfg, source, resume, parallel, scratch, made, backend, choice):
                                                            backend.loop if ran == "native" else None)
     except KeyboardInterrupt:  # a second Ctrl-C: stopped at once, mid-batch
         stopper = None
-    except Exception as e:
-        if (lost := lost_process(e, parallel, run_dir, cfg, info, resume)) is None:
-            raise
-        raise lost from e
     check_interrupted(run_dir, stopper)
     history = checkpoint.history
     epochs_done, stopped_early = check_diverged(run_dir, cfg, history, early, info)
 
-    try:
-        test_metrics = test(view, x_test, y_test, work)
-    except Exception as e:
-        if (lost := lost_process(e, parallel, run_dir, cfg, info, resume)) is None:
-            raise
-        raise lost from e
+    test_metrics = test(view, x_test, y_test, work)
     # Every rank goes on in step with rank 0, into its own folder: under jax over several processes
     # each predict (the pictures) is a computation of all of them.
     runs.save_model(model, run_dir / runs.MODEL, dataset_record(ds, cfg))
