@@ -67,7 +67,8 @@ class Trainer:
         self._options = kernels.compiler_options(model.count_params()) if self.cpu_tuned else None
         self._step = jax.jit(step, donate_argnums=(0, 1), compiler_options=self._options)
         self._steps = jax.jit(steps, donate_argnums=(0, 1), compiler_options=self._options)
-        self._loss_fn, self._grad_fn, self.scan = loss_and_updates, grad_fn, None
+        # Scanned off the CPU; on it, decided on the traced step (_choose).
+        self._loss_fn, self._grad_fn, self.scan = loss_and_updates, grad_fn, None if self.cpu_tuned else True
         self.state = self._read_state()
 
     def _read_state(self):
@@ -78,8 +79,6 @@ class Trainer:
                      for vs in (m.trainable_variables, m.non_trainable_variables, o.variables))
 
     def _choose(self, batches):
-        if self.scan is None and not self.cpu_tuned:
-            self.scan = True
         if self.scan is None:  # decided once, on the traced step
             b = batches[0]
             program = jax.make_jaxpr(self._grad_fn)(*self.state[:2], self.x[b], self.y[b])
