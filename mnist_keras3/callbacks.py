@@ -96,6 +96,7 @@ class StopOnSignal(keras.callbacks.Callback):
     """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    reads_batch_logs = False  # its batch hook checks a flag: the native loops need not read the loss for it
 
     def __init__(self):
         super().__init__()

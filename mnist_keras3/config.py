@@ -23,6 +23,10 @@ DATASETS = ("mnist", "fashion_mnist", "cifar10")  # and "folder:PATH"
 DISTRIBUTIONS = ("none", "data-parallel")
 # The model's dtype policy: float32 throughout, or Keras's mixed_bfloat16 (bfloat16 math, float32 weights).
 PRECISIONS = {"float32": "float32", "mixed-bf16": "mixed_bfloat16"}
+# Whether the training step is compiled: "on"/"off" force it, "auto" leaves it to the backend
+# (torch: torch.compile with CUDA graphs off the CPU, the traced step on it; tensorflow: XLA as
+# Keras's "auto" decides, with a GPU; jax: always). What model.compile's jit_compile gets: JIT_COMPILE.
+JIT_COMPILE = {"auto": "auto", "on": True, "off": False}
 
 
 def setting(default, help, fixed_on_resume=False, flag=True):
@@ -65,6 +69,9 @@ class TrainConfig:
     threads: int = setting(0, "CPU threads for the backend's math, 0 for the framework's default")
     precision: str = setting("float32", f"one of {', '.join(PRECISIONS)}: mixed-bf16 computes in bfloat16 on "
                              "float32 weights (Keras's mixed_bfloat16 policy), for GPUs with bfloat16 units", True)
+    jit_compile: str = setting("auto", f"one of {', '.join(JIT_COMPILE)}: compile the training step (torch: "
+                               "torch.compile, with CUDA graphs on a GPU, auto off the CPU only; tensorflow: XLA, "
+                               "auto with a GPU; jax: always, off runs Keras's fit eagerly)")
     dataset: str = setting("mnist", f"one of {', '.join(DATASETS)}, or folder:PATH with one sub-folder "
                            "of images per class", True)
     distribute: str = setting("none", f"one of {', '.join(DISTRIBUTIONS)}: data-parallel on the backend's own "
@@ -101,7 +108,8 @@ class TrainConfig:
         for key, ok in checks.items():
             if not ok:
                 raise UsageError(f"Invalid value for {key}: {getattr(self, key)!r} ({_RULES[key]})")
-        for key, allowed in (("lr_schedule", LR_SCHEDULES), ("distribute", DISTRIBUTIONS), ("precision", PRECISIONS)):
+        for key, allowed in (("lr_schedule", LR_SCHEDULES), ("distribute", DISTRIBUTIONS), ("precision", PRECISIONS),
+                             ("jit_compile", JIT_COMPILE)):
             if getattr(self, key) not in allowed:
                 raise UsageError(f"Expected {key} among {', '.join(allowed)}. "
                                  f"Received: {key}={getattr(self, key)!r}")

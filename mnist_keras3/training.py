@@ -55,10 +55,11 @@ def training_view(model, cfg):
     import keras
 
     from . import models
+    from .config import JIT_COMPILE
 
     view = models.logits_model(model)
     loss = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=cfg.label_smoothing)
-    view.compile(optimizer=model.optimizer, loss=loss, metrics=["accuracy"])
+    view.compile(optimizer=model.optimizer, loss=loss, metrics=["accuracy"], jit_compile=JIT_COMPILE[cfg.jit_compile])
     return view
 
 

@@ -51,7 +51,7 @@ def main():
     with tempfile.TemporaryDirectory() as trace_dir:
         with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
             for _ in range(3):
-                trainer.run(batches)
+                trainer.run(batches)[0].block_until_ready()  # run() returns unread sums: wait inside the trace
         (trace,) = Path(trace_dir).rglob("*perfetto_trace.json.gz")
         events = json.load(gzip.open(trace))
     events = events["traceEvents"] if isinstance(events, dict) else events

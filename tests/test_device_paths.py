@@ -40,18 +40,52 @@ def test_every_loop_trains_with_a_constant_and_a_scheduled_rate(keras, mnist, wh
 
 @pytest.mark.torch
 @pytest.mark.parametrize("schedule", ["none", "cosine"])
-def test_torch_fused_adam_reads_the_rate_as_a_tensor_where_the_weights_are(keras, schedule):
+def test_torch_adams_read_the_rate_as_tensors_where_the_weights_are(keras, schedule):
+    """Both torch Adams (fused, compiled) take each step's rate as a float32 tensor on the weights'
+    device: the Variable's own for a constant rate, a schedule's computed on the CPU for the whole
+    call and copied once, equal to what Keras's optimizer would use at those steps."""
     import torch
 
-    from mnist_keras3.backends.torch.loop import learning_rate
+    from mnist_keras3.backends.torch.loop import learning_rates
 
     cfg = TrainConfig(backend=BACKEND, lr_schedule=schedule, lr=2e-3)
     model = training.build_compiled(cfg, steps_per_epoch=10)
-    model.optimizer.build(model.trainable_variables)
+    opt = model.optimizer
+    opt.build(model.trainable_variables)
     device = model.trainable_variables[0].value.device
-    lr = learning_rate(model.optimizer, device)
-    assert isinstance(lr, torch.Tensor) and lr.dtype == torch.float32 and lr.device == device
-    assert float(lr) == pytest.approx(2e-3)  # step 0: the peak of both
+    rates = learning_rates(opt, 3, 4, device)
+    assert len(rates) == 4 and all(r.dtype == torch.float32 and r.device == device for r in rates)
+    want = [2e-3] * 4 if schedule == "none" else [float(opt._learning_rate(step)) for step in range(3, 7)]
+    assert [float(r) for r in rates] == pytest.approx(want, rel=1e-6)
+    if schedule == "none":  # the Variable itself: a callback's assignment is seen at the next step
+        opt.learning_rate.assign(5e-4)
+        assert float(rates[0]) == pytest.approx(5e-4)
+
+
+@pytest.mark.torch
+def test_torch_compiles_its_step_by_auto_off_the_cpu_only_and_outside_ddp(keras):
+    from mnist_keras3.backends.torch.loop import compiles
+
+    assert not compiles("auto", "cpu") and compiles("auto", "cuda") and compiles("auto", "xpu")
+    assert not compiles("auto", "cuda", ddp=True)
+    assert compiles("on", "cpu") and not compiles("off", "cuda")
+
+
+@pytest.mark.parametrize("jit,distribute", [("on", "data-parallel"), ("off", "none")])
+def test_jit_compile_settings_a_native_loop_cannot_take_fall_back_to_fit_with_the_reason(keras, jit, distribute):
+    """torch: its compiled step under DDP; jax: an uncompiled native loop; tensorflow takes both."""
+    cfg = TrainConfig(backend=BACKEND, jit_compile=jit, distribute=distribute)
+    native = backends.active().loop
+    reason = loop.unsupported(cfg, native)
+    if distribute != "none" and not native.DATA_PARALLEL:  # jax, tensorflow: data-parallel runs through fit anyway
+        assert "does not run --distribute" in reason
+    elif (BACKEND, jit) in (("torch", "on"), ("jax", "off")):
+        assert "compile" in reason
+        assert loop.choose(cfg, native) == ("fit", reason)
+        with pytest.raises(UsageError, match=r"Expected settings the native loop supports for --loop native"):
+            loop.choose(cfg.replace(loop="native"), native)
+    else:
+        assert reason is None
 
 
 @pytest.mark.torch
@@ -72,6 +106,11 @@ def test_more_devices_than_there_are_is_one_line_naming_how_many(asked, found):
     assert take_devices(["a", "b"], 0) == ["a", "b"] and take_devices(["a", "b"], 1) == ["a"]
 
 
+def _numbers(part):
+    """A Trainer.run result (device sums, unread) as Python numbers."""
+    return float(part[0]), int(part[1]), part[2]
+
+
 @pytest.mark.jax
 def test_jax_accelerator_step_runs_on_the_cpu_and_makes_the_cpu_steps_updates(keras, small_batch):
     """platform="gpu": XLA's own kernels, scanned, no XLA:CPU options; the same updates as the
@@ -84,7 +123,7 @@ def test_jax_accelerator_step_runs_on_the_cpu_and_makes_the_cpu_steps_updates(ke
     tuned, plain = Trainer(views[0], x, y), Trainer(views[1], x, y, platform="gpu")
     assert tuned.cpu_tuned and not plain.cpu_tuned and plain._options is None
     batches = np.arange(48).reshape(3, 16)
-    results = [t.run(batches) for t in (tuned, plain)]
+    results = [_numbers(t.run(batches)) for t in (tuned, plain)]
     assert plain.scan is True
     for t in (tuned, plain):
         t.sync()
@@ -119,7 +158,7 @@ def test_tensorflow_xla_step_runs_on_the_cpu_and_makes_the_graph_steps_updates(k
     graph, xla = Trainer(views[0], x, y), Trainer(views[1], x, y)
     assert not graph.jit_compile and xla.jit_compile
     batches = np.arange(48).reshape(3, 16)
-    results = [t.run(batches) for t in (graph, xla)]
+    results = [_numbers(t.run(batches)) for t in (graph, xla)]
     assert results[0][1:] == results[1][1:] and results[0][0] == pytest.approx(results[1][0], rel=1e-5)
     for a, b in zip(views[0].get_weights(), views[1].get_weights(), strict=True):
         np.testing.assert_allclose(b, a, atol=1e-6, rtol=1e-5)

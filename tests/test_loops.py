@@ -28,8 +28,28 @@ def test_epoch_batches_cover_the_permutation_like_fit():
     assert [len(c) for c in loop.calls(np.zeros((234, 4), int), None)] == [78, 78, 78]
 
 
+def test_device_images_keeps_k_over_255_images_as_uint8_and_anything_else_as_it_is(small_batch):
+    x = small_batch[0]  # data.preprocess: uint8 / 255 in float32
+    levels, scale = loop.device_images(x)
+    assert levels.dtype == np.uint8 and scale == 255.0 and levels.shape == x.shape
+    np.testing.assert_array_equal(levels.astype(np.float32) / np.float32(scale), x)  # the same values, exactly
+    for other in (x + np.float32(1e-3), x * 2, x.astype(np.float64), x[:0]):  # not levels of 1/255: as given
+        kept, scale = loop.device_images(other)
+        assert kept is other and scale is None
+
+
+def test_native_trainers_hold_the_images_as_uint8(keras, small_batch):
+    x, y = small_batch
+    cfg = TrainConfig(backend=BACKEND)
+    from mnist_keras3.training import build_compiled, training_view
+
+    trainer = backends.active().loop.Trainer(training_view(build_compiled(cfg), cfg), x, y)
+    assert keras.backend.standardize_dtype(trainer.x.dtype) == "uint8"
+
+
 @pytest.mark.parametrize("text,match", [
     ('loop = "fast"\n', r"Expected loop among auto, fit, native. Received: loop='fast'"),
+    ('jit_compile = "yes"\n', r"Expected jit_compile among auto, on, off. Received: jit_compile='yes'"),
     ("threads = -1\n", r"Invalid value for threads: -1"),
 ])
 def test_bad_loop_settings_name_the_key(tmp_path, text, match):
@@ -66,7 +86,8 @@ def test_native_steps_make_the_same_updates_as_keras(keras, small_batch, optimiz
     trainer = backends.active().loop.Trainer(native_model, x, y)
     if BACKEND in ("torch", "tensorflow"):  # Adam through the framework's own fused kernel
         assert (trainer.fused is not None) == (optimizer == "adam")
-    loss_sum, hits, seen = trainer.run(batches)
+    loss_sum, hits, seen = trainer.run(batches)  # device scalars until read
+    loss_sum, hits = float(loss_sum), int(hits)
     trainer.sync()
     assert seen == 48 and hits == want_hits
     assert loss_sum == pytest.approx(want_loss, rel=1e-4)  # the mean over samples, as fit reports it
@@ -74,6 +95,89 @@ def test_native_steps_make_the_same_updates_as_keras(keras, small_batch, optimiz
     for wk, wn in zip(keras_model.get_weights(), native_model.get_weights(), strict=False):
         # Adam moves each weight by ~1e-3 per step: 1e-5 is a hundredth of one step.
         np.testing.assert_allclose(wn, wk, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("schedule", ["none", "onecycle"])
+def test_torch_compiled_step_makes_the_same_updates_as_keras_and_compiles_once(keras, small_batch, schedule):
+    """jit_compile "on" (what "auto" picks on a GPU, where it runs as CUDA graphs): torch.compile's
+    step and Keras's Adam as one compiled program, forced on the CPU: the same updates as
+    train_on_batch, and later steps replay the programs the first ones compiled, a schedule's rate
+    included (a tensor input, not a constant that would recompile)."""
+    import torch
+
+    x, y = small_batch
+    cfg = TrainConfig(backend=BACKEND, lr_schedule=schedule, lr=2e-3)
+    from mnist_keras3.training import build_compiled, training_view
+
+    keras_model, native_model = (training_view(build_compiled(cfg, steps_per_epoch=6), cfg) for _ in range(2))
+    batches = np.arange(48).reshape(3, 16)
+    want_loss = sum(keras_model.train_on_batch(x[b], y[b], return_dict=True)["loss"] * len(b) for b in batches)
+    trainer = backends.active().loop.Trainer(native_model, x, y, jit_compile="on")
+    assert trainer.compiled and type(trainer.fused).__name__ == "CompiledKerasAdam"
+    loss_sum, _, seen = trainer.run(batches)
+    assert seen == 48 and float(loss_sum) == pytest.approx(want_loss, rel=1e-4)
+    assert int(native_model.optimizer.iterations.numpy()) == 3
+    for wk, wn in zip(keras_model.get_weights(), native_model.get_weights(), strict=False):
+        np.testing.assert_allclose(wn, wk, atol=1e-5, rtol=1e-4)
+    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]  # private: fails loudly if renamed
+    assert graphs > 0
+    trainer.run(np.arange(48, 64).reshape(1, 16))
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs  # replayed, not recompiled
+
+
+class _CountedSum:
+    """A stand-in for a device scalar that counts the host's reads of it."""
+
+    reads = 0
+
+    def __init__(self, value):
+        self.value = value
+
+    def __add__(self, other):
+        return _CountedSum(self.value + other.value)
+
+    def __float__(self):
+        _CountedSum.reads += 1
+        return float(self.value)
+
+
+class _FakeTrainer:
+    """Trainer's contract without a framework: records what the epoch loop hands it."""
+
+    def __init__(self):
+        self.copies, self.calls = 0, []
+
+    def indices(self, array):
+        self.copies += 1
+        return array
+
+    def run(self, batches):
+        self.calls.append(batches)
+        return _CountedSum(1.0 * len(batches)), _CountedSum(len(batches)), batches.size
+
+    def sync(self):
+        pass
+
+
+@pytest.mark.parametrize("reader", [False, True])
+def test_the_epoch_loop_reads_the_device_once_per_epoch_unless_a_callback_reads_batch_logs(keras, reader):
+    """No host sync inside an epoch: the sums stay on the device until the epoch ends, unless a
+    callback reads the batch logs (TerminateOnNaN: once per call, as fit). StopOnSignal's batch hook
+    reads no logs. One copy of the epoch's order to the device, whatever the number of calls."""
+    from mnist_keras3.callbacks import StopOnSignal
+
+    cfg = TrainConfig(backend=BACKEND, epochs=2, batch_size=4)
+    model = keras.Sequential([keras.layers.Input((1,)), keras.layers.Dense(1)])
+    trainer, n = _FakeTrainer(), 4 * 250 + 2  # 250 full batches in 5 calls of 50, and a short one
+    callbacks = [StopOnSignal()] + ([keras.callbacks.TerminateOnNaN()] if reader else [])
+    _CountedSum.reads = 0
+    history = loop.run_epochs(trainer, model, (np.zeros((n, 1)), np.zeros((n, 1))), None, cfg, callbacks)
+    calls_per_epoch = len(trainer.calls) // 2
+    assert calls_per_epoch >= 3 and trainer.copies == 2 * 2  # the full batches and the short one, each epoch
+    # loss and hits at each epoch's end; the running loss after each call for a reader
+    assert _CountedSum.reads == 2 * 2 + (2 * calls_per_epoch if reader else 0)
+    assert history["loss"] == [pytest.approx(251 / n)] * 2  # the fake's loss: 1 per batch
 
 
 @pytest.mark.slow
@@ -99,9 +203,12 @@ def test_native_loop_trains_to_the_same_accuracy_as_fit(keras, mnist):
 
 
 @pytest.mark.e2e
-def test_train_cli_native_loop_writes_the_same_run_folder_and_resumes_exactly(cli, mnist_dir, tmp_path, device):
+@pytest.mark.parametrize("jit", ["auto", "on"])  # torch "on": the compiled step a GPU takes, forced on the CPU
+def test_train_cli_native_loop_writes_the_same_run_folder_and_resumes_exactly(cli, mnist_dir, tmp_path, device, jit):
+    if jit == "on" and BACKEND != "torch":
+        pytest.skip("jit_compile on changes the step only under torch here (tensorflow's XLA: test_device_paths.py)")
     common = ["--loop", "native", "--threads", 1, "--max-steps-per-epoch", 120, "--batch-size", 64,
-              "--data-dir", mnist_dir]
+              "--data-dir", mnist_dir, "--jit-compile", jit]
     out = cli("train", *common, "--epochs", 1, "--output-dir", tmp_path / "split")
     assert out.returncode == 0, out.stderr[-3000:]
     assert "loop native" in out.stdout

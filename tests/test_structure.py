@@ -136,3 +136,27 @@ def test_a_training_run_turns_the_backend_name_into_modules_once(keras, mnist_di
     assert calls == ["backend_module"], calls  # activate's own
     (run,) = tmp_path.iterdir()
     assert json.loads((run / "metrics.json").read_text())["loop"]["ran"] == "native"
+
+
+LOOP_CONTRACT = {"functions": {"private_api_problem", "unsupported_settings"}, "constants": {"DATA_PARALLEL"},
+                 "Trainer": {"__init__", "indices", "run", "profile", "sync"}}
+
+
+def loop_contract(path):
+    """What backends/<name>/loop.py defines of backends/loop.py's contract, read from its source (no
+    framework imported): top-level functions and constants, and the Trainer's methods."""
+    tree = ast.parse(path.read_text())
+    functions = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+    constants = {t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)}
+    (trainer,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Trainer"]
+    methods = {n.name for n in trainer.body if isinstance(n, ast.FunctionDef)}
+    return {"functions": functions & LOOP_CONTRACT["functions"], "constants": constants & LOOP_CONTRACT["constants"],
+            "Trainer": methods & LOOP_CONTRACT["Trainer"]}
+
+
+def test_every_backend_loop_keeps_the_shared_contract():
+    """The shared epoch loop (backends/loop.py) calls the same names on every backend's loop."""
+    paths = sorted((PACKAGE / "backends").glob("*/loop.py"))
+    assert [p.parent.name for p in paths] == ["jax", "tensorflow", "torch"]
+    for path in paths:
+        assert loop_contract(path) == LOOP_CONTRACT, path.parent.name

@@ -3,15 +3,21 @@ loop instead of `model.fit` (`python -m mnist_keras3.train --loop native`).
 
 One contract, one module per backend (backends/<name>/loop.py), and one name in each:
 
-- `Trainer(model, x, y)`: holds the training arrays on the device and the compiled step(s);
-  `run(batches) -> (loss_sum, correct, seen)` trains on a (k, batch) array of sample indices,
-  one optimizer step per row; `sync()` writes whatever it holds outside the Keras variables back
-  into them (jax keeps the state as arrays between calls), before validation and checkpoints;
+- `Trainer(model, x, y, jit_compile="auto")`: holds the training arrays on the device (the images
+  as uint8 where they are k / 255: `device_images`) and the compiled step(s) (jit_compile:
+  cfg.jit_compile, config.JIT_COMPILE); `indices(array)` copies a numpy array of sample indices to
+  the device (once per epoch: the epoch's batches are sliced from it there);
+  `run(batches) -> (loss_sum, hits, seen)` trains on a (k, batch) array of sample indices (numpy
+  or from `indices`), one optimizer step per row, and returns the sums as device scalars, unread
+  (seen: an int), so that nothing waits for the device until `read` (below);
+  `sync()` writes whatever it holds outside the Keras variables back into them (jax keeps the
+  state as arrays between calls), before validation and checkpoints;
   `profile(batches) -> {phase: seconds per step}` for PHASES (forward, backward, optimizer, host),
   what `python -m mnist_keras3.bench --profile` prints. A compiled loop (jax, tensorflow) cannot be
   stopped between phases, so there the forward, the forward with its gradients and run() are timed
   as programs of their own, the phases are their differences, and "optimizer" includes what little
   host work a call of many steps has.
+- `unsupported_settings(cfg)`: why the loop cannot train with these settings (None when it can).
 
 `DATA_PARALLEL`: whether the Trainer trains under --distribute data-parallel (torch: DDP wraps its
 step when torch.distributed's process group is up; the others leave it to Keras's fit).
@@ -25,6 +31,9 @@ callbacks at the same points as `model.fit` does: on_train_begin, on_epoch_begin
 (once per compiled call of up to STEPS_PER_CALL steps, with the running loss, which is what
 TerminateOnNaN reads), on_test_begin/on_test_end around validation (`model.evaluate`), on_epoch_end
 with the same log keys, on_train_end. Checkpoints, history.csv and metrics.json do not change.
+The host reads the running sums from the device only when a callback reads batch logs (the
+progress bar, TerminateOnNaN: once per call), else once per epoch; the epoch's sample order goes to
+the device in one copy.
 
 The loss is the compiled one (`model.loss`, e.g. "categorical_crossentropy", mean over the batch)
 and the accuracy is the arg-max accuracy, as `fit` reports them: the epoch's loss is the
@@ -46,9 +55,23 @@ def fit(native, model, train_data, val_data, cfg, callbacks=(), initial_epoch=0,
         verbose=0):
     """Train `model` with the Trainer of `native` (a backend's loop module) in the shared epoch loop;
     returns the history dict."""
-    trainer = native.Trainer(model, *train_data)
+    trainer = native.Trainer(model, *train_data, jit_compile=cfg.jit_compile)
     return run_epochs(trainer, model, train_data, val_data, cfg, callbacks, initial_epoch, steps_per_epoch,
                       verbose)
+
+
+def device_images(x):
+    """The training images as the device holds them: uint8 where every value is exactly k / 255 (what
+    data.preprocess makes of every dataset here), each batch converted to float32 on the device (a
+    quarter of the memory and of the copy, and the same values: u / 255 in float32, as preprocess
+    computes it); else the array itself. -> (array, scale): scale 255.0 for uint8, else None."""
+    x = np.asarray(x)
+    if x.dtype != np.float32 or not x.size:
+        return x, None
+    levels = np.rint(x * np.float32(255))
+    if levels.min() < 0 or levels.max() > 255 or not np.array_equal(levels / np.float32(255), x):
+        return x, None
+    return levels.astype(np.uint8), 255.0
 
 
 def epoch_batches(order, batch_size, steps):
@@ -78,6 +101,23 @@ def calls(head, tail, per_call=None):
         yield tail
 
 
+def reads_batch_logs(callbacks):
+    """Whether any callback reads the logs of on_train_batch_end (or on_batch_end): one that overrides
+    either hook, unless it says it does not (`reads_batch_logs = False`, as StopOnSignal, which only
+    checks a flag). Keras's own test: keras.callbacks.Callback's hooks are the defaults."""
+    import keras
+
+    base = keras.callbacks.Callback
+    return any(getattr(cb, "reads_batch_logs", True) and (
+        type(cb).on_train_batch_end is not base.on_train_batch_end or type(cb).on_batch_end is not base.on_batch_end)
+        for cb in callbacks)
+
+
+def read(loss_sum, hits, seen):
+    """(mean loss, accuracy) of device sums: the one place the host waits for the device."""
+    return float(loss_sum) / seen, float(hits) / seen
+
+
 def run_epochs(trainer, model, train_data, val_data, cfg, callbacks=(), initial_epoch=0,
                steps_per_epoch=None, verbose=0):
     """The shared epoch loop (see the module docstring); returns the history dict."""
@@ -88,23 +128,28 @@ def run_epochs(trainer, model, train_data, val_data, cfg, callbacks=(), initial_
     cbs = callbacks if isinstance(callbacks, keras.callbacks.CallbackList) else keras.callbacks.CallbackList(
         list(callbacks), model=model, add_history=False, add_progbar=bool(verbose),
         epochs=cfg.epochs, steps=steps, verbose=verbose)
+    reads = reads_batch_logs(cbs.callbacks)
     history = {}
     model.stop_training = False
     cbs.on_train_begin()
     for epoch in range(initial_epoch, cfg.epochs):
         cbs.on_epoch_begin(epoch)  # Reseed seeds numpy here, so the order below is reproducible
         head, tail = epoch_batches(np.random.permutation(n), cfg.batch_size, steps)
-        loss_sum = correct = seen = 0.0
-        done = 0
+        head = trainer.indices(head)  # (steps, B) on the device: the calls below slice it there
+        tail = None if tail is None else trainer.indices(tail)
+        loss_sum = hits = None
+        seen = done = 0
         for batches in calls(head, tail):
-            part = trainer.run(batches)
-            loss_sum, correct, seen = loss_sum + part[0], correct + part[1], seen + part[2]
+            part = trainer.run(batches)  # device sums: nothing waits for the device here
+            loss_sum, hits = part[:2] if loss_sum is None else (loss_sum + part[0], hits + part[1])
+            seen += part[2]
             done += len(batches)
-            cbs.on_train_batch_end(done - 1, {"loss": loss_sum / seen})
+            cbs.on_train_batch_end(done - 1, {"loss": float(loss_sum) / seen} if reads else {})
             if model.stop_training:
                 break
         trainer.sync()
-        logs = {"accuracy": correct / seen, "loss": loss_sum / seen}
+        loss, accuracy = read(loss_sum, hits, seen)
+        logs = {"accuracy": accuracy, "loss": loss}
         if val_data is not None:
             val = model.evaluate(*val_data, batch_size=cfg.eval_batch_size, verbose=0,
                                  return_dict=True, callbacks=cbs)
@@ -132,7 +177,8 @@ def plain_adam(optimizer, variables):
             and all(v.constraint is None for v in variables))
 
 
-KERAS_ADAM_PRIVATE = ("_get_variable_index", "_get_current_learning_rate", "_momentums", "_velocities")
+KERAS_ADAM_PRIVATE = ("_get_variable_index", "_get_current_learning_rate", "_momentums", "_velocities",
+                      "_learning_rate")
 
 
 @functools.cache  # one check per process: loop.choose asks on every run
@@ -168,11 +214,15 @@ def check_compiled(model):
 
 def unsupported(cfg, native):
     """Why the backend's native loop (`native`, backends/<name>/loop.py: the Backend handle's loop)
-    cannot train this run (None when it can): settings it does not cover,
-    or a private framework API it relies on that this framework version lacks (each backend's
-    loop.private_api_problem(); tests/test_auto_loop.py fails loudly when one goes missing)."""
+    cannot train this run (None when it can): settings it does not cover (its
+    unsupported_settings(cfg)), or a private framework API it relies on that this framework version
+    lacks (each backend's loop.private_api_problem(); tests/test_auto_loop.py fails loudly when one
+    goes missing)."""
     if cfg.distribute != "none" and not native.DATA_PARALLEL:
         return f"the {cfg.backend} native loop does not run --distribute {cfg.distribute}; Keras's fit does"
+    setting = native.unsupported_settings(cfg)
+    if setting:
+        return setting
     problem = native.private_api_problem()
     return f"{problem}, so the native loop is off" if problem else None
 

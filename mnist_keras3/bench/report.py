@@ -68,6 +68,8 @@ def parse_args(argv=None):
                    help="passes over all jobs, order alternating (default: %(default)s)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for every job, the reference's "
                    "included; 0 for each framework's default (default: 1, and 0 with --recipe, as train uses)")
+    p.add_argument("--jit-compile", choices=("auto", "on", "off"), help="every Keras job's jit_compile setting "
+                   "(train's --jit-compile; default: train's default, or the recipe's)")
     p.add_argument("--target", type=float, default=0.97,
                    help="test accuracy for time-to-accuracy (default: %(default)s)")
     p.add_argument("--tta-batch-size", type=int, default=32,
@@ -135,6 +137,7 @@ def plan(args):
 def run_job(job, args):
     """One job in a fresh interpreter; returns its result dict (or the error it printed)."""
     spec = {"epochs": args.epochs, "max_samples": args.max_samples, "threads": args.threads,
+            "jit_compile": args.jit_compile,
             "data_dir": args.data_dir, "target": args.target, "max_epochs": args.tta_max_epochs, **job}
     package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # from a checkout
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "KERAS_BACKEND": job["backend"],

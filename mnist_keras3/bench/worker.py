@@ -74,6 +74,11 @@ def _speed_or_tta(spec, seconds, cpu_seconds, samples, accuracies):
 
 # ---------------------------------------------------------------- Keras under any backend
 
+def _jit(spec):
+    """The job's jit_compile setting where --jit-compile gave one (else train's default or the recipe's)."""
+    return {"jit_compile": spec["jit_compile"]} if spec.get("jit_compile") else {}
+
+
 def _keras(spec, train, test):
     keras = backends.activate(spec["backend"], spec["threads"]).keras
     from ..callbacks import EpochTimer, Reseed
@@ -86,7 +91,7 @@ def _keras(spec, train, test):
         return _keras_profile(spec, train)
     epochs, steps = _epochs_and_steps(spec, len(train[0]))
     cfg = TrainConfig(backend=spec["backend"], epochs=epochs, batch_size=spec["batch_size"], loop=spec["loop"],
-                      max_steps_per_epoch=steps, threads=spec["threads"]).validate()
+                      max_steps_per_epoch=steps, threads=spec["threads"], **_jit(spec)).validate()
     model = build_compiled(cfg, steps_per_epoch=steps)
     timer, accuracies = EpochTimer(), []
 
@@ -113,9 +118,9 @@ def _keras_profile(spec, train):
     from ..training import build_compiled, training_view
 
     cfg = TrainConfig(backend=spec["backend"], model=spec.get("model", "tutorial"), batch_size=spec["batch_size"],
-                      threads=spec["threads"]).validate()
+                      threads=spec["threads"], **_jit(spec)).validate()
     view = training_view(build_compiled(cfg), cfg)
-    trainer = backends.active().loop.Trainer(view, *train)
+    trainer = backends.active().loop.Trainer(view, *train, jit_compile=cfg.jit_compile)
     batches = _profile_batches(spec, len(train[0]))
     trainer.run(batches[0])
     profiles = [trainer.profile(b) for b in batches[1:]]
@@ -149,7 +154,7 @@ def _keras_recipe(spec, keras, train, test):
     from ..optimizers import steps_per_epoch
     from ..training import build_compiled, fit_model
 
-    cfg = TrainConfig(**{**spec["recipe"], "backend": spec["backend"], "threads": spec["threads"],
+    cfg = TrainConfig(**{**spec["recipe"], "backend": spec["backend"], "threads": spec["threads"], **_jit(spec),
                          "seed": spec["seed"], "max_steps_per_epoch": spec.get("max_steps_per_epoch", 0)}).validate()
     train, _ = data.split_validation(*train, cfg.validation_split)  # the held-out end is not trained on
     ran, why = loop.choose(cfg, backends.active().loop)

@@ -13,7 +13,7 @@ device, so CPU tests take the path an accelerator takes.
 import jax
 import jax.numpy as jnp
 
-from ..loop import check_compiled, split, timed
+from ..loop import check_compiled, device_images, split, timed
 from . import kernels
 
 DATA_PARALLEL = False  # --distribute data-parallel: keras.distribution's DataParallel runs through fit
@@ -26,8 +26,15 @@ def private_api_problem():
     return kernels.internals_problem()
 
 
+def unsupported_settings(cfg):
+    """jit_compile "off": this loop is jax.jit by construction; Keras's fit runs eagerly instead."""
+    if cfg.jit_compile == "off":
+        return "the jax native loop always compiles its step (jax.jit); with --jit-compile off Keras's fit runs eagerly"
+    return None
+
+
 class Trainer:
-    def __init__(self, model, x, y, platform=None):
+    def __init__(self, model, x, y, jit_compile="auto", platform=None):
         import keras
 
         check_compiled(model)
@@ -35,7 +42,13 @@ class Trainer:
         self.optimizer = model.optimizer
         if not self.optimizer.built:
             self.optimizer.build(model.trainable_variables)
+        x, scale = device_images(x)  # uint8 levels where the images are k / 255
         self.x, self.y = jax.device_put(x), jax.device_put(y)  # (N, 28, 28, 1), (N, 10), once
+
+        def images(x, b):  # (B,) indices -> (B, 28, 28, 1) float32, converted on the device
+            return x[b].astype(jnp.float32) / scale if scale else x[b]
+
+        self._images = images
         loss_fn = keras.losses.get(model.loss)
 
         def loss_and_updates(trainable, non_trainable, xb, yb):
@@ -52,7 +65,7 @@ class Trainer:
 
         def step(state, sums, x, y, b):  # b: (B,) sample indices
             trainable, non_trainable, opt_vars = state
-            (loss, (non_trainable, h)), grads = grad_fn(trainable, non_trainable, x[b], y[b])
+            (loss, (non_trainable, h)), grads = grad_fn(trainable, non_trainable, images(x, b), y[b])
             trainable, opt_vars = self.optimizer.stateless_apply(opt_vars, grads, trainable)
             return (list(trainable), list(non_trainable), list(opt_vars)), (sums[0] + loss * b.shape[0], sums[1] + h)
 
@@ -81,31 +94,36 @@ class Trainer:
     def _choose(self, batches):
         if self.scan is None:  # decided once, on the traced step
             b = batches[0]
-            program = jax.make_jaxpr(self._grad_fn)(*self.state[:2], self.x[b], self.y[b])
+            program = jax.make_jaxpr(self._grad_fn)(*self.state[:2], self._images(self.x, b), self.y[b])
             self.scan = not kernels.has_primitive(program.jaxpr, "conv_general_dilated")
 
+    def indices(self, array):
+        """Sample indices (numpy) -> a device array, in one copy."""
+        return jax.device_put(array)
+
     def run(self, batches):
+        """Train on (k, B) indices; returns (loss_sum, hits) as device scalars, unread, and the samples seen."""
         sums = (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32))
         self._choose(batches)
         if self.scan:
             self.state, sums = self._steps(self.state, sums, self.x, self.y, jnp.asarray(batches))
         else:
-            for b in batches:  # asynchronous dispatch: the host runs ahead until float() below
+            for b in batches:  # asynchronous dispatch: the host runs ahead until the sums are read
                 self.state, sums = self._step(self.state, sums, self.x, self.y, b)
-        return float(sums[0]), int(sums[1]), int(batches.size)
+        return sums[0], sums[1], batches.shape[0] * batches.shape[1]
 
     def profile(self, batches):
         """Seconds per step of each phase (backends/loop.py): the forward alone, the forward with
         its gradients (summed, so that XLA keeps them), each stepped as run() steps (one scan, or
         one call per batch), and run() itself. It trains on the batches."""
         self._choose(batches)
-        x, y = self.x, self.y
+        images, x, y = self._images, self.x, self.y
 
         def forward(tr, ntr, b):
-            return self._loss_fn(tr, ntr, x[b], y[b])[0]
+            return self._loss_fn(tr, ntr, images(x, b), y[b])[0]
 
         def with_grads(tr, ntr, b):
-            (loss, _), grads = self._grad_fn(tr, ntr, x[b], y[b])
+            (loss, _), grads = self._grad_fn(tr, ntr, images(x, b), y[b])
             return loss + sum(jnp.sum(g) for g in grads)
 
         def program(fn):  # the weights are arguments: as closure constants XLA might fold them
@@ -117,7 +135,8 @@ class Trainer:
             one = jax.jit(fn, compiler_options=self._options)
             return lambda: sum(one(*state, b) for b in batches).block_until_ready()
 
-        seconds = [timed(program(forward)), timed(program(with_grads)), timed(self.run, batches)]
+        whole = lambda: self.run(batches)[0].block_until_ready()  # noqa: E731  (the sums: waits for the call)
+        seconds = [timed(program(forward)), timed(program(with_grads)), timed(whole)]
         return split(batches, *seconds)
 
     def sync(self):

@@ -10,7 +10,7 @@ docs/speed.md). A model compiled with jit_compile=True takes the XLA path on the
 
 import tensorflow as tf
 
-from ..loop import check_compiled, keras_adam_problem, plain_adam, split, timed
+from ..loop import check_compiled, device_images, keras_adam_problem, plain_adam, split, timed
 
 DATA_PARALLEL = False  # --distribute data-parallel: MirroredStrategy runs through fit
 
@@ -51,8 +51,12 @@ class FusedKerasAdam:
         o.iterations.assign_add(1)
 
 
+def unsupported_settings(cfg):
+    return None  # jit_compile on/off: XLA or not, both tested
+
+
 class Trainer:
-    def __init__(self, model, x, y):
+    def __init__(self, model, x, y, jit_compile="auto"):
         import keras
 
         check_compiled(model)
@@ -61,10 +65,16 @@ class Trainer:
         variables = model.trainable_variables
         if not optimizer.built:
             optimizer.build(variables)  # optimizer variables cannot be made inside the graph
+        x, scale = device_images(x)  # uint8 levels where the images are k / 255
         self.x, self.y = tf.convert_to_tensor(x), tf.convert_to_tensor(y)  # on the device, once
         loss_fn = keras.losses.get(model.loss)
         x_all, y_all = self.x, self.y
-        jit = bool(model.jit_compile)  # fit's own choice for this model (see the module docstring)
+
+        def images(b):  # (B,) indices -> (B, 28, 28, 1) float32, converted on the device
+            return tf.cast(tf.gather(x_all, b), tf.float32) / scale if scale else tf.gather(x_all, b)
+
+        # "auto": fit's own choice for this model (see the module docstring)
+        jit = {"on": True, "off": False}.get(jit_compile, bool(model.jit_compile))
         # float32 variables only: ApplyAdam runs in the variables' dtype (mixed precision: Keras's own)
         fused = FusedKerasAdam(optimizer, variables) if FusedKerasAdam.fits(optimizer, variables) and all(
             v.dtype == "float32" for v in variables) else None
@@ -77,7 +87,7 @@ class Trainer:
             hits = tf.constant(0, tf.int64)
             for i in tf.range(tf.shape(batches)[0]):
                 b = batches[i]
-                xb, yb = tf.gather(x_all, b), tf.gather(y_all, b)  # (B, 28, 28, 1), (B, 10)
+                xb, yb = images(b), tf.gather(y_all, b)  # (B, 28, 28, 1), (B, 10)
                 with tf.GradientTape() as tape:
                     logits = model(xb, training=True)  # the training view's output (training.py)
                     loss = tf.reduce_mean(loss_fn(yb, logits))
@@ -99,7 +109,7 @@ class Trainer:
                 total = tf.constant(0.0)
                 for i in tf.range(tf.shape(batches)[0]):
                     b = batches[i]
-                    xb, yb = tf.gather(x_all, b), tf.gather(y_all, b)
+                    xb, yb = images(b), tf.gather(y_all, b)
                     with tf.GradientTape() as tape:
                         loss = tf.reduce_mean(loss_fn(yb, model(xb, training=True)))
                     if with_grads:  # summed, so that the graph keeps them
@@ -110,15 +120,21 @@ class Trainer:
 
         self._parts = program(False), program(True)
 
+    def indices(self, array):
+        """Sample indices (numpy) -> an int32 tensor (TensorFlow keeps int32 in host memory), one copy."""
+        return tf.constant(array, tf.int32)
+
     def run(self, batches):
-        loss_sum, hits = self._call(tf.constant(batches, tf.int32))
-        return float(loss_sum), int(hits), int(batches.size)
+        """Train on (k, B) indices; returns (loss_sum, hits) as tensors, unread, and the samples seen."""
+        loss_sum, hits = self._call(batches if tf.is_tensor(batches) else self.indices(batches))
+        return loss_sum, hits, batches.shape[0] * batches.shape[1]
 
     def profile(self, batches):
         """Seconds per step of each phase (backends/loop.py): the graph loop with the forward
         alone, with the forward and its gradients, and run() itself. It trains on the batches."""
         b = tf.constant(batches, tf.int32)
-        seconds = [timed(lambda fn=fn: fn(b).numpy()) for fn in self._parts] + [timed(self.run, batches)]
+        seconds = [timed(lambda fn=fn: fn(b).numpy()) for fn in self._parts]
+        seconds.append(timed(lambda: self.run(batches)[0].numpy()))  # reading the sum waits for the call
         return split(batches, *seconds)
 
     def sync(self):

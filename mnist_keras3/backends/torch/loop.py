@@ -1,8 +1,20 @@
-"""torch: the Keras model is an nn.Module; this loop traces its training forward pass (and the
-loss) once per batch shape with torch.jit.trace and drives autograd and the Keras optimizer
-directly, skipping Keras's per-layer Python call path (most of `fit`'s cost on this model).
-Keras's plain Adam runs as one fused torch kernel on the Keras optimizer's own variables."""
+"""torch: the Keras model is an nn.Module. This loop drives autograd and the Keras optimizer directly,
+skipping Keras's per-layer Python call path (most of `fit`'s cost on this model), in one of two ways:
 
+- traced (jit_compile "off", and "auto" on the CPU): the training forward pass and the loss are
+  traced once per batch shape with torch.jit.trace; Keras's plain Adam runs as torch's fused Adam
+  kernel on the Keras optimizer's own variables.
+- compiled (jit_compile "on", and "auto" on an accelerator): the forward pass and the loss, and
+  Keras's plain Adam, are each compiled by torch.compile in "reduce-overhead" mode, which on a GPU
+  replays each as a CUDA graph (one launch where eager torch launches a kernel per op, the host
+  otherwise being the bottleneck for a model this small) and on the CPU is inductor's code alone:
+  the same path, which the CPU tests force. Static shapes: one program per batch size.
+
+Both read the learning rate on the device: a constant rate is the Keras Variable's tensor, and a
+schedule's rates are computed on the CPU for a whole call and copied once (Keras's schedules branch
+on the step with ops.cond, which on an accelerator waits for the device at every step)."""
+
+import functools
 import math
 import sys
 import time
@@ -12,7 +24,7 @@ import numpy as np
 import torch
 
 from ...errors import brief
-from ..loop import PHASES, check_compiled, keras_adam_problem, plain_adam
+from ..loop import PHASES, check_compiled, device_images, keras_adam_problem, plain_adam
 from ..parallel import share
 
 DATA_PARALLEL = True  # --distribute data-parallel: DDP wraps the traced step when the process group is up
@@ -46,21 +58,47 @@ def private_api_problem():
         ("torch._C._jit_pass_inline", hasattr(torch._C, "_jit_pass_inline")),
         ("torch._C.parse_schema", hasattr(torch._C, "parse_schema")),
         ("torch._C.Graph.findAllNodes", hasattr(torch._C.Graph, "findAllNodes")),
+        ("torch._foreach_add_", hasattr(torch, "_foreach_add_")),
+        ("torch._dynamo.mark_static_address", hasattr(torch._dynamo, "mark_static_address")),
     ) if not ok]
     problems = [f"torch {torch.__version__} lacks {', '.join(missing)}"] if missing else []
     problems += [p for p in (keras_adam_problem(),) if p]
     return "; ".join(problems) or None
 
 
-class _LossAndHits(torch.nn.Module):
-    """(x, one-hot y) -> (mean loss, number of arg-max hits): one traced graph per step."""
+def unsupported_settings(cfg):
+    """The compiled step is not wrapped in DDP here (torch.compile of a DDP module splits its graph
+    at the gradient buckets; untested), so jit_compile "on" with data-parallel is refused ("auto"
+    traces under DDP)."""
+    if cfg.jit_compile == "on" and cfg.distribute != "none":
+        return "the torch native loop does not compile its step under --distribute data-parallel (it traces it)"
+    return None
 
-    def __init__(self, model, loss_fn):
+
+def compiles(jit_compile, device_type, ddp=False):
+    """Whether the step is compiled (torch.compile) rather than traced: jit_compile "on"/"off", or
+    "auto": off the CPU (CUDA graphs), outside DDP."""
+    if jit_compile in ("on", "off"):
+        return jit_compile == "on"
+    return device_type != "cpu" and not ddp
+
+
+COMPILE_MODE = "reduce-overhead"  # torch.compile: CUDA graphs on a GPU; inductor's code alone elsewhere
+
+
+class _LossAndHits(torch.nn.Module):
+    """(x, one-hot y) -> (mean loss, number of arg-max hits): one traced graph per step. x as the
+    trainer holds it: uint8 levels with `scale` (converted to float32 here, in the graph), or float32."""
+
+    def __init__(self, model, loss_fn, scale=None):
         super().__init__()
         self.model = model  # a submodule (the logits view): its parameters are the Keras variables' tensors
         self.loss_fn = loss_fn
+        self.scale = scale
 
     def forward(self, x, y):
+        if self.scale:
+            x = x.to(torch.float32) / self.scale  # (B, 28, 28, 1) uint8 -> float32 in [0, 1]
         logits = self.model(x, training=True)  # (B, 10)
         loss = torch.mean(self.loss_fn(y, logits))
         hits = (logits.argmax(-1) == y.argmax(-1)).sum()
@@ -117,24 +155,26 @@ def drop_layout_copies(graph):
     return len(nodes)
 
 
-def learning_rate(optimizer, device):
-    """The optimizer's current learning rate as a float32 tensor on `device`, however Keras holds it
-    (a Variable for a constant rate, a tensor for a schedule)."""
-    lr = optimizer._get_current_learning_rate()
-    lr = getattr(lr, "value", lr)  # keras.Variable -> its torch tensor
-    return torch.as_tensor(lr, dtype=torch.float32, device=device)
+def learning_rates(optimizer, start, count, device):
+    """The learning rate of each of the optimizer steps start, ..., start + count - 1 as float32
+    tensors on `device`: the Keras Variable's own tensor for a constant rate (read where it is, so an
+    assignment by a callback counts), or, for a schedule, its values computed on the CPU and copied in
+    one (count,) tensor: Keras's schedules branch on the step (ops.cond), which evaluated on an
+    accelerator would wait for the device every step."""
+    import keras
+
+    schedule = optimizer._learning_rate
+    if not isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
+        lr = getattr(schedule, "value", schedule)  # keras.Variable -> its torch tensor
+        return [torch.as_tensor(lr, dtype=torch.float32, device=device)] * count
+    with keras.device("cpu"):
+        values = [float(schedule(step)) for step in range(start, start + count)]
+    return torch.tensor(values, dtype=torch.float32).to(device)  # (count,)
 
 
-class FusedKerasAdam:
-    """Keras's Adam update, computed by torch's fused Adam kernel on the Keras optimizer's own
-    moment variables (so checkpoints and resuming are unchanged): one kernel instead of Keras's
-    per-variable update ops (docs/speed.md has what it gained).
-
-    Keras: w -= lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps). torch divides sqrt(v) by
-    sqrt(1 - b2^t) before adding its eps, so eps / sqrt(1 - b2^t) gives Keras's update (tested
-    against Keras to 1e-5). Only for a plain Adam: no amsgrad, weight decay, clipping, EMA, loss
-    scaling, accumulation or constraints; anything else goes through `optimizer.apply`.
-    """
+class _KerasAdamState:
+    """What both Adam updates below hold of the Keras optimizer: the weights' tensors, its own moment
+    variables (so checkpoints and resuming are unchanged) and a host copy of the step count."""
 
     def __init__(self, optimizer, variables):
         self.opt, self.variables = optimizer, variables
@@ -142,19 +182,41 @@ class FusedKerasAdam:
         index = optimizer._get_variable_index
         self.m = [optimizer._momentums[index(v)].value for v in variables]
         self.v = [optimizer._velocities[index(v)].value for v in variables]
-        self.t = int(optimizer.iterations.numpy())  # host copy of the step count: eps needs it
+        self.t = int(optimizer.iterations.numpy())  # the steps taken; learning_rates starts here
+
+    @staticmethod
+    def fits(optimizer, variables):
+        return plain_adam(optimizer, variables)
+
+    def rates(self, count):
+        return learning_rates(self.opt, self.t, count, self.params[0].device)
+
+
+class FusedKerasAdam(_KerasAdamState):
+    """Keras's Adam update, computed by torch's fused Adam kernel on the Keras optimizer's own
+    moment variables: one kernel instead of Keras's per-variable update ops (docs/speed.md has what
+    it gained).
+
+    Keras: w -= lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps). torch divides sqrt(v) by
+    sqrt(1 - b2^t) before adding its eps, so eps / sqrt(1 - b2^t) gives Keras's update (tested
+    against Keras to 1e-5). That eps changes every step, so this update cannot be captured in a CUDA
+    graph: CompiledKerasAdam is the compiled loop's. Only for a plain Adam: no amsgrad, weight decay,
+    clipping, EMA, loss scaling, accumulation or constraints; anything else goes through
+    `optimizer.apply`.
+    """
+
+    def __init__(self, optimizer, variables):
+        super().__init__(optimizer, variables)
         self.step_t = torch.zeros((), dtype=torch.float32, device=self.params[0].device)
 
     @staticmethod
     def fits(optimizer, variables):
         return hasattr(torch, "_fused_adam_") and plain_adam(optimizer, variables)
 
-    def apply(self, grads):
+    def apply(self, grads, lr):
+        """One step at rate `lr` (a float32 tensor where the weights are: learning_rates)."""
         self.t += 1
         self.step_t.fill_(self.t)
-        # A tensor on every device: a Keras Variable for a constant rate, a tensor from a schedule.
-        # torch's fused kernel reads a tensor lr where it runs, so a GPU step never waits on a copy.
-        lr = learning_rate(self.opt, self.step_t.device)
         torch._fused_adam_(self.params, grads, self.m, self.v, [], [self.step_t] * len(self.params),
                            lr=lr, beta1=self.opt.beta_1, beta2=self.opt.beta_2, weight_decay=0.0,
                            eps=self.opt.epsilon / math.sqrt(1 - self.opt.beta_2 ** self.t),
@@ -162,36 +224,82 @@ class FusedKerasAdam:
         self.opt.iterations.value.add_(1)
 
 
+def keras_adam(params, grads, m, v, iterations, lr, beta_1, beta_2, epsilon):
+    """Keras's Adam step in torch's multi-tensor ops, as keras/src/backend/torch/optimizers/
+    torch_adam.py computes it, the step count read from the device (no host value changes between
+    steps, so a CUDA graph of it replays every step)."""
+    t = iterations.to(torch.float32) + 1  # this step's count
+    alpha = lr * torch.sqrt(1 - beta_2 ** t) / (1 - beta_1 ** t)
+    torch._foreach_mul_(m, beta_1)
+    torch._foreach_add_(m, grads, alpha=1 - beta_1)
+    torch._foreach_mul_(v, beta_2)
+    torch._foreach_add_(v, torch._foreach_mul(grads, grads), alpha=1 - beta_2)
+    torch._foreach_add_(params, torch._foreach_div(torch._foreach_mul(m, alpha),
+                                                   torch._foreach_add(torch._foreach_sqrt(v), epsilon)), alpha=-1)
+    iterations.add_(1)
+
+
+class CompiledKerasAdam(_KerasAdamState):
+    """Keras's plain Adam as one torch.compile'd program (keras_adam): the compiled loop's update,
+    one CUDA graph on a GPU. The same updates as Keras's (tests/test_loops.py)."""
+
+    def __init__(self, optimizer, variables):
+        super().__init__(optimizer, variables)
+        o = optimizer
+        self.update = torch.compile(functools.partial(keras_adam, beta_1=o.beta_1, beta_2=o.beta_2, epsilon=o.epsilon),
+                                    mode=COMPILE_MODE, dynamic=False)
+        self.iterations = o.iterations.value
+        # What torch.optim does for a compiled step: the tensors it updates in place keep their
+        # addresses, so a CUDA graph reads and writes them where they are instead of copying them in.
+        for t in (*self.params, *self.m, *self.v, self.iterations):
+            torch._dynamo.mark_static_address(t)
+
+    def apply(self, grads, lr):
+        self.t += 1
+        self.update(self.params, grads, self.m, self.v, self.iterations, lr)
+
+
 class Trainer:
-    def __init__(self, model, x, y):
+    def __init__(self, model, x, y, jit_compile="auto"):
         import keras
 
         check_compiled(model)
         self.model = model
         self.optimizer = model.optimizer
         self.variables = model.trainable_variables
-        # BatchNorm's moving statistics: Keras assigns them under no_grad, which a trace does not
-        # record, so the replayed graph copies a value that requires grad into them, and each would
-        # become a non-leaf chaining every step's graph to the next. Detached after each step.
-        self.state = [v.value for v in model.non_trainable_variables if v.value.is_floating_point()]
         if not self.optimizer.built:
             self.optimizer.build(self.variables)
         # Keras puts its tensors on the accelerator when there is one; the data goes there once.
+        x, scale = device_images(x)
         self.x = keras.ops.convert_to_tensor(x)
         self.y = keras.ops.convert_to_tensor(y)
         self.device = self.x.device
-        self.net = _LossAndHits(model, keras.losses.get(model.loss))
-        self.steps = {}  # batch size -> traced step (a short last batch gets its own)
-        self.traced = True
-        self.fused = FusedKerasAdam(self.optimizer, self.variables) \
-            if FusedKerasAdam.fits(self.optimizer, self.variables) else None
+        self.net = _LossAndHits(model, keras.losses.get(model.loss), scale)
         # --distribute data-parallel: the process group that torch/__init__.py's data_parallel made.
         # Every rank draws the same permutation (same seed) and takes its share of each batch.
         dist = torch.distributed
         self.ddp = dist.is_available() and dist.is_initialized()
         self.rank, self.world = (dist.get_rank(), dist.get_world_size()) if self.ddp else (0, 1)
+        self.compiled = compiles(jit_compile, self.device.type, self.ddp)
+        # BatchNorm's moving statistics: Keras assigns them under no_grad, which a trace does not
+        # record, so the replayed graph copies a value that requires grad into them, and each would
+        # become a non-leaf chaining every step's graph to the next. Detached after each traced step.
+        self.state = [] if self.compiled else [
+            v.value for v in model.non_trainable_variables if v.value.is_floating_point()]
+        self.steps = {}  # batch size -> traced step (a short last batch gets its own)
+        self.traced = not self.compiled
+        adam = CompiledKerasAdam if self.compiled else FusedKerasAdam
+        self.fused = adam(self.optimizer, self.variables) if adam.fits(self.optimizer, self.variables) else None
+        # One compiled program per batch shape (dynamic=False: static shapes, what CUDA graphs need).
+        self._compiled_net = torch.compile(self.net, mode=COMPILE_MODE, dynamic=False) if self.compiled else None
+
+    def indices(self, array):
+        """Sample indices (numpy) -> an int64 tensor on the device, in one copy."""
+        return torch.from_numpy(np.ascontiguousarray(array, dtype=np.int64)).to(self.device)
 
     def _step_fn(self, xb, yb):
+        if self.compiled:
+            return self._compiled_net
         n = xb.shape[0]
         if n not in self.steps:
             try:
@@ -214,18 +322,23 @@ class Trainer:
         return self.steps[n]
 
     def run(self, batches, phases=None):
-        """Train on (k, B) indices; with a `phases` dict, add each phase's seconds to it (profile())."""
+        """Train on (k, B) indices; returns (loss_sum, hits) as device scalars and the samples seen.
+        With a `phases` dict, add each phase's seconds to it (profile())."""
         clock = _Clock(phases, self.device)
-        batches = share(np.asarray(batches), self.rank, self.world)  # this rank's share: (k, B / world)
-        idx = torch.from_numpy(np.ascontiguousarray(batches)).to(self.device)  # (k, B)
+        seen = batches.shape[0] * batches.shape[1]
+        idx = batches if torch.is_tensor(batches) else self.indices(batches)  # (k, B)
+        idx = share(idx, self.rank, self.world)  # this rank's share: (k, B / world)
         params = [v.value for v in self.variables]
+        rates = self.fused.rates(len(idx)) if self.fused else None
         loss_sum = torch.zeros((), device=self.device)
         hits = torch.zeros((), dtype=torch.int64, device=self.device)
-        for b in idx:
+        for i, b in enumerate(idx):
             xb, yb = self.x.index_select(0, b), self.y.index_select(0, b)  # (B, 28, 28, 1), (B, 10)
             for p in params:
                 p.grad = None
             step = self._step_fn(xb, yb)
+            if self.compiled:  # a new training step: CUDA graph outputs of the last one may be reused
+                torch.compiler.cudagraph_mark_step_begin()
             clock.mark("host")
             loss, h = step(xb, yb)
             clock.mark("forward")
@@ -235,20 +348,18 @@ class Trainer:
                 t.detach_()
             with torch.no_grad():
                 if self.fused:
-                    self.fused.apply([p.grad for p in params])
+                    self.fused.apply([p.grad for p in params], rates[i])
                 else:
                     self.optimizer.apply([p.grad for p in params], self.variables)
                 clock.mark("optimizer")
                 loss_sum += loss.detach() * len(b)
                 hits += h
-        seen = torch.tensor(float(idx.numel()), device=self.device)
         if self.ddp:  # the global batch's figures, as one process would have them
-            totals = torch.stack([loss_sum, hits.to(loss_sum.dtype), seen])
+            totals = torch.stack([loss_sum, hits.to(loss_sum.dtype)])
             torch.distributed.all_reduce(totals)
-            loss_sum, hits, seen = totals
-        result = float(loss_sum), int(hits), int(seen)
+            loss_sum, hits = totals
         clock.mark("host")
-        return result
+        return loss_sum, hits, seen
 
     def profile(self, batches):
         """Seconds per step of each phase of run() on these (k, B) batches (it trains on them):
