@@ -272,3 +272,30 @@ def test_mixed_bf16_computes_in_bfloat16_on_float32_weights_and_trains(keras, mn
     after = view.evaluate(x, y, batch_size=512, verbose=0, return_dict=True)["loss"]
     assert all(v.dtype == "float32" for v in model.trainable_variables)
     assert after < 0.8 * before, (before, after)
+
+
+def test_compile_cache_folder_is_per_backend_under_the_cache_and_can_be_turned_off(monkeypatch, tmp_path):
+    from mnist_keras3.backends.common import ENV_COMPILE_CACHE, compile_cache_dir
+
+    monkeypatch.delenv(ENV_COMPILE_CACHE, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert compile_cache_dir("jax") == tmp_path / "mnist_keras3" / "compiled" / "jax"
+    monkeypatch.setenv(ENV_COMPILE_CACHE, str(tmp_path / "elsewhere"))
+    assert compile_cache_dir("torch") == tmp_path / "elsewhere" / "torch"
+    for off in ("off", "", "OFF"):
+        monkeypatch.setenv(ENV_COMPILE_CACHE, off)
+        assert compile_cache_dir("jax") is None
+
+
+@pytest.mark.jax
+def test_jax_keeps_every_compiled_program_in_the_compile_cache(keras):
+    """A later run loads what an earlier one compiled (fast.toml's compile and warm-up on the CPU:
+    docs/speed.md); activate() pointed jax's persistent cache at the project's folder."""
+    import jax
+
+    from mnist_keras3.backends.common import compile_cache_dir
+
+    folder = compile_cache_dir("jax")
+    assert jax.config.jax_compilation_cache_dir == (str(folder) if folder else None)
+    if folder:
+        assert jax.config.jax_persistent_cache_min_compile_time_secs == 0.0

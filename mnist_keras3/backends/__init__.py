@@ -11,6 +11,8 @@ __init__.py (the contract):
 - framework_version() -> str
 - device_name() -> str: the accelerator Keras will use ("CPU" when none)
 - configure_numerics() -> None: make float32 math exact where the backend defaults to TF32
+- configure_compile_cache(folder) -> None: keep compiled programs in `folder` (None: do not) for
+  later runs, where the framework does not already (common.compile_cache_dir picks the folder)
 - configure_serving() -> undo function: process settings for predicting one small image at a
   time (the web server), and a function that puts the previous ones back
 - export_modules(fmt) -> list of module names Keras's model.export needs for fmt ("onnx",
@@ -43,6 +45,7 @@ import sys
 import types
 
 from ..errors import UsageError
+from .common import compile_cache_dir
 
 BACKENDS = ("torch", "jax", "tensorflow")  # default order when nothing is asked for
 
@@ -119,6 +122,7 @@ def activate(name, threads=0, devices=0, distribute="none"):
     if distribute != "none":
         backend.distribute.prepare_data_parallel(devices)
     backend.module.configure_numerics()
+    backend.module.configure_compile_cache(compile_cache_dir(name))
     return backend
 
 

@@ -21,3 +21,19 @@ def host_memory():
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
         return None
+
+
+ENV_COMPILE_CACHE = "MNIST_KERAS3_COMPILE_CACHE"
+
+
+def compile_cache_dir(backend):
+    """Where `backend` keeps the programs it compiled, for later runs to load instead of compiling:
+    $MNIST_KERAS3_COMPILE_CACHE/<backend> when that is set ("off" or "" for no cache: None), else
+    <$XDG_CACHE_HOME or ~/.cache>/mnist_keras3/compiled/<backend>."""
+    from pathlib import Path
+
+    folder = os.environ.get(ENV_COMPILE_CACHE)
+    if folder is not None:
+        return None if folder.strip().lower() in ("", "off") else Path(folder) / backend
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "mnist_keras3" / "compiled" / backend

@@ -60,18 +60,23 @@ def fit(native, model, train_data, val_data, cfg, callbacks=(), initial_epoch=0,
                       verbose)
 
 
-def device_images(x):
+def device_images(x, chunk=4096):
     """The training images as the device holds them: uint8 where every value is exactly k / 255 (what
     data.preprocess makes of every dataset here), each batch converted to float32 on the device (a
     quarter of the memory and of the copy, and the same values: u / 255 in float32, as preprocess
-    computes it); else the array itself. -> (array, scale): scale 255.0 for uint8, else None."""
+    computes it); else the array itself. -> (array, scale): scale 255.0 for uint8, else None.
+    Checked `chunk` images at a time, so the check's float32 temporaries stay small."""
     x = np.asarray(x)
     if x.dtype != np.float32 or not x.size:
         return x, None
-    levels = np.rint(x * np.float32(255))
-    if levels.min() < 0 or levels.max() > 255 or not np.array_equal(levels / np.float32(255), x):
-        return x, None
-    return levels.astype(np.uint8), 255.0
+    levels = np.empty(x.shape, np.uint8)
+    for start in range(0, len(x), chunk):
+        part = x[start: start + chunk]
+        scaled = np.rint(part * np.float32(255))
+        if scaled.min() < 0 or scaled.max() > 255 or not np.array_equal(scaled / np.float32(255), part):
+            return x, None
+        levels[start: start + chunk] = scaled
+    return levels, 255.0
 
 
 def epoch_batches(order, batch_size, steps):

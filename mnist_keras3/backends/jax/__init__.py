@@ -28,6 +28,17 @@ def configure_numerics(platform=None):
     jax.config.update("jax_default_matmul_precision", None if exact_already else "highest")
 
 
+def configure_compile_cache(folder):
+    """jax's persistent compilation cache in `folder` (None: none): a later run loads what an earlier
+    one compiled (jax keys each program by itself, the compile options, jax's version and the
+    device), so only a new program compiles. Every program is kept, however quick its compile (jax
+    keeps only those over a second by default, and this model's are mostly quicker)."""
+    if folder is None:
+        return
+    jax.config.update("jax_compilation_cache_dir", str(folder))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+
 def configure_serving():
     """Nothing to do: a jitted predict on one image is already quick on the CPU (docs/serving.md)."""
     return lambda: None

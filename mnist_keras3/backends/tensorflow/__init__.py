@@ -21,6 +21,11 @@ def configure_numerics():
     tf.config.experimental.enable_tensor_float_32_execution(False)
 
 
+def configure_compile_cache(folder):
+    """Nothing to set: a tf.function's graph is built per process, and XLA's persistent cache is a
+    TF_XLA_FLAGS setting read when TensorFlow starts, before a run could set it."""
+
+
 def configure_serving():
     """Nothing to do: a traced predict on one image is already quick on the CPU (docs/serving.md)."""
     return lambda: None

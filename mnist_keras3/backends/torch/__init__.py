@@ -28,6 +28,11 @@ def configure_numerics():
     torch.backends.cudnn.allow_tf32 = False
 
 
+def configure_compile_cache(folder):
+    """Nothing to set: torch.compile keeps what it compiled on disk by default (inductor's FX graph
+    and kernel caches, in their own folder), and a traced step is quick to make again."""
+
+
 def configure_serving():
     """The web server predicts one 28x28 image at a time: one CPU thread does that quickly, while
     torch's default pool of one thread per core spins on cores the server's other work is using
