@@ -301,6 +301,7 @@ B = "docs/benchmarks/"
 # A renderer gets the loaded JSON (a list of them for a tuple) and returns the table's lines.
 TABLES = [
     ("docs/speed.md", "loops-auto-f", "docs/benchmarks/loops-auto-2cpu-2026-11-30f.json", speed_table),
+    ("docs/speed.md", "torch-jit-on", "docs/benchmarks/torch-jit-compile-on-2cpu.json", speed_table),
     ("docs/speed.md", "loops-auto-h", "docs/benchmarks/loops-auto-2cpu-2026-12-04.json", speed_table),
     ("docs/speed.md", "recipe-fast-h", "docs/benchmarks/fast-recipe-3seeds-2cpu-2026-12-04.json", recipe_table),
     ("docs/speed.md", "tta-g", "docs/benchmarks/loops-auto-tta-2cpu-2026-11-30g.json", tta_table),
