@@ -126,6 +126,62 @@ def test_torch_compiled_step_makes_the_same_updates_as_keras_and_compiles_once(k
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs  # replayed, not recompiled
 
 
+@pytest.mark.torch
+@pytest.mark.parametrize("failing", ["step", "adam"])
+def test_torch_compile_failing_on_this_machine_falls_back_to_the_traced_step(keras, small_batch, monkeypatch,
+                                                                           capsys, failing):
+    """Where torch.compile cannot compile (no C++ compiler or Triton, say; forced here), the first
+    step says so in one line and the loop trains as with --jit-compile off: Keras's updates."""
+    import torch
+
+    from mnist_keras3.backends.torch import loop as torch_loop
+    from mnist_keras3.training import build_compiled, training_view
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("InductorError: no working C++ compiler found")
+
+    def compile_(fn, **kwargs):  # the step's compile (a Module) or Adam's (a function) fails when called
+        fails = isinstance(fn, torch.nn.Module) == (failing == "step")
+        return broken if fails else fn
+
+    monkeypatch.setattr(torch_loop.torch, "compile", compile_)
+    x, y = small_batch
+    cfg = TrainConfig(backend=BACKEND)
+    keras_model, native_model = (training_view(build_compiled(cfg), cfg) for _ in range(2))
+    batches = np.arange(48).reshape(3, 16)
+    for b in batches:
+        keras_model.train_on_batch(x[b], y[b])
+    trainer = backends.active().loop.Trainer(native_model, x, y, jit_compile="on")
+    trainer.run(batches)
+    err = capsys.readouterr().err
+    assert "warning: torch.compile could not compile this model's training step (RuntimeError: Inductor" in err
+    assert "it is traced instead, as with --jit-compile off" in err
+    assert not trainer.compiled and type(trainer.fused).__name__ == "FusedKerasAdam"
+    assert int(native_model.optimizer.iterations.numpy()) == 3
+    for wk, wn in zip(keras_model.get_weights(), native_model.get_weights(), strict=False):
+        np.testing.assert_allclose(wn, wk, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.torch
+def test_torch_running_out_of_memory_in_the_compiled_step_is_not_a_compile_failure(keras, small_batch,
+                                                                                  monkeypatch):
+    import torch
+
+    from mnist_keras3.backends.torch import loop as torch_loop
+    from mnist_keras3.training import build_compiled, training_view
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(torch_loop.torch, "compile", lambda fn, **kwargs: out_of_memory)
+    x, y = small_batch
+    cfg = TrainConfig(backend=BACKEND)
+    trainer = backends.active().loop.Trainer(training_view(build_compiled(cfg), cfg), x, y, jit_compile="on")
+    with pytest.raises(torch.OutOfMemoryError):
+        trainer.run(np.arange(16).reshape(1, 16))
+    assert trainer.compiled
+
+
 class _CountedSum:
     """A stand-in for a device scalar that counts the host's reads of it."""
 

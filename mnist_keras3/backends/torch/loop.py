@@ -26,6 +26,7 @@ import torch
 from ...errors import brief
 from ..loop import PHASES, check_compiled, device_images, keras_adam_problem, plain_adam
 from ..parallel import share
+from . import is_out_of_memory
 
 DATA_PARALLEL = True  # --distribute data-parallel: DDP wraps the traced step when the process group is up
 
@@ -292,6 +293,22 @@ class Trainer:
         self.fused = adam(self.optimizer, self.variables) if adam.fits(self.optimizer, self.variables) else None
         # One compiled program per batch shape (dynamic=False: static shapes, what CUDA graphs need).
         self._compiled_net = torch.compile(self.net, mode=COMPILE_MODE, dynamic=False) if self.compiled else None
+        self._compiled_ok = False  # a whole compiled step has run: from then on an error is an error
+
+    def _fall_back(self, error):
+        """Whether `error`, raised by the compiled step before any compiled step completed, is
+        torch.compile failing on this machine (no C++ compiler or Triton, an unsupported op): then
+        the loop traces its step instead, as with jit_compile off, and says so. Running out of
+        memory is not: the traced step would need the same memory."""
+        if not self.compiled or self._compiled_ok or is_out_of_memory(error):
+            return False
+        print(f"warning: torch.compile could not compile this model's training step ({type(error).__name__}: "
+              f"{brief(str(error))[:200]}); it is traced instead, as with --jit-compile off.", file=sys.stderr)
+        self.compiled, self.traced, self._compiled_net = False, True, None
+        self.state = [v.value for v in self.model.non_trainable_variables if v.value.is_floating_point()]
+        if isinstance(self.fused, CompiledKerasAdam):
+            self.fused = FusedKerasAdam(self.optimizer, self.variables)
+        return True
 
     def indices(self, array):
         """Sample indices (numpy) -> an int64 tensor on the device, in one copy."""
@@ -340,17 +357,31 @@ class Trainer:
             if self.compiled:  # a new training step: CUDA graph outputs of the last one may be reused
                 torch.compiler.cudagraph_mark_step_begin()
             clock.mark("host")
-            loss, h = step(xb, yb)
-            clock.mark("forward")
-            loss.backward()
+            try:
+                loss, h = step(xb, yb)
+                clock.mark("forward")
+                loss.backward()
+            except Exception as e:
+                if not self._fall_back(e):
+                    raise
+                for p in params:
+                    p.grad = None
+                loss, h = self._step_fn(xb, yb)(xb, yb)
+                loss.backward()
             clock.mark("backward")
             for t in self.state:
                 t.detach_()
             with torch.no_grad():
                 if self.fused:
-                    self.fused.apply([p.grad for p in params], rates[i])
+                    try:
+                        self.fused.apply([p.grad for p in params], rates[i])
+                    except Exception as e:
+                        if not self._fall_back(e):
+                            raise
+                        self.fused.apply([p.grad for p in params], rates[i])
                 else:
                     self.optimizer.apply([p.grad for p in params], self.variables)
+                self._compiled_ok = self.compiled
                 clock.mark("optimizer")
                 loss_sum += loss.detach() * len(b)
                 hits += h
