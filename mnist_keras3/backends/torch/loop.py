@@ -372,6 +372,10 @@ class Trainer:
             for t in self.state:
                 t.detach_()
             with torch.no_grad():
+                # Summed before the update runs: a CUDA graph's outputs are read before another
+                # graph replays (torch.compile's CUDA graphs reuse their memory).
+                loss_sum += loss.detach() * len(b)
+                hits += h
                 if self.fused:
                     try:
                         self.fused.apply([p.grad for p in params], rates[i])
@@ -383,8 +387,6 @@ class Trainer:
                     self.optimizer.apply([p.grad for p in params], self.variables)
                 self._compiled_ok = self.compiled
                 clock.mark("optimizer")
-                loss_sum += loss.detach() * len(b)
-                hits += h
         if self.ddp:  # the global batch's figures, as one process would have them
             totals = torch.stack([loss_sum, hits.to(loss_sum.dtype)])
             torch.distributed.all_reduce(totals)
