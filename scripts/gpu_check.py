@@ -81,6 +81,15 @@ def last_error(done):
     return lines[-1] if lines else ((done.stderr or done.stdout).strip().splitlines() or ["(no output)"])[-1]
 
 
+FALLBACKS = ("warning: torch.compile could not compile", "warning: torch.jit.trace could not follow")
+
+
+def step_fallback(stderr):
+    """The warning a run printed when its torch step fell back (compiled -> traced, traced -> eager),
+    or None: training carried on, but not in the form this machine should take."""
+    return next((line for line in (stderr or "").splitlines() if line.startswith(FALLBACKS)), None)
+
+
 def check_training(backend, job, cmd, env, expect, args, gpus, work):
     row = {"backend": backend, "job": job, "command": " ".join(cmd[1:]), "device": None, "loop": None,
            "samples_per_second": None, "accuracy": None}
@@ -108,6 +117,8 @@ def check_training(backend, job, cmd, env, expect, args, gpus, work):
         why = f'CUDA_VISIBLE_DEVICES="" trained on {m["device"]}, not the CPU'
     elif job.startswith("tutorial-") and job != "tutorial-fit" and m["loop"]["ran"] != "native":
         why = f"the native loop did not run: {m['loop']['fallback_reason']}"
+    elif step_fallback(done.stderr):
+        why = step_fallback(done.stderr)[:300]
     elif job == "data-parallel" and gpus > 1 and m["distribution"].get("world_size") != gpus:
         why = f"world size {m['distribution'].get('world_size')}, expected the {gpus} GPUs"
     elif m["test"]["accuracy"] < args.min_accuracy:

@@ -129,6 +129,20 @@ def test_gpu_check_script_reports_the_device_and_fails_on_a_failed_job(mnist_dir
     assert row["result"] == "fail" and row["why"].startswith("test accuracy"), row
 
 
+def test_gpu_check_fails_a_run_whose_torch_step_fell_back():
+    """A run that trained, but with its step compiled -> traced (torch.compile failing on the GPU
+    machine) or traced -> eager, is not what the acceptance run accepts."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_check", REPO / "scripts" / "gpu_check.py")
+    gpu_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_check)
+    line = ("warning: torch.compile could not compile this model's training step (RuntimeError: no Triton); "
+            "it is traced instead, as with --jit-compile off.")
+    assert gpu_check.step_fallback(f"I0000 some log\n{line}\n") == line
+    assert gpu_check.step_fallback("warning: something else\n") is None and gpu_check.step_fallback(None) is None
+
+
 def test_table_without_the_reference_says_so_instead_of_crashing():
     # The jax and tensorflow tox envs have no torch, so no reference row: ratios are None.
     rows = bench.summarize([_result("jax", "native", 32, [150.0], [300.0])], [], [32])
