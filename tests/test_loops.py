@@ -135,7 +135,6 @@ def test_torch_compile_failing_on_this_machine_falls_back_to_the_traced_step(ker
     import torch
 
     from mnist_keras3.backends.torch import loop as torch_loop
-    from mnist_keras3.training import build_compiled, training_view
 
     def broken(*args, **kwargs):
         raise RuntimeError("InductorError: no working C++ compiler found")
@@ -146,8 +145,7 @@ def test_torch_compile_failing_on_this_machine_falls_back_to_the_traced_step(ker
 
     monkeypatch.setattr(torch_loop.torch, "compile", compile_)
     x, y = small_batch
-    cfg = TrainConfig(backend=BACKEND)
-    keras_model, native_model = (training_view(build_compiled(cfg), cfg) for _ in range(2))
+    keras_model, native_model = _pair(keras)
     batches = np.arange(48).reshape(3, 16)
     for b in batches:
         keras_model.train_on_batch(x[b], y[b])

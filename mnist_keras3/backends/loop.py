@@ -119,7 +119,8 @@ def reads_batch_logs(callbacks):
 
 
 def read(loss_sum, hits, seen):
-    """(mean loss, accuracy) of device sums: the one place the host waits for the device."""
+    """(mean loss, accuracy) of the epoch's device sums; reading them waits for the device (as does
+    the running loss run_epochs reads for batch logs, where a callback wants them)."""
     return float(loss_sum) / seen, float(hits) / seen
 
 

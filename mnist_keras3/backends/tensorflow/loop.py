@@ -132,7 +132,7 @@ class Trainer:
     def profile(self, batches):
         """Seconds per step of each phase (backends/loop.py): the graph loop with the forward
         alone, with the forward and its gradients, and run() itself. It trains on the batches."""
-        b = tf.constant(batches, tf.int32)
+        b = self.indices(batches)
         seconds = [timed(lambda fn=fn: fn(b).numpy()) for fn in self._parts]
         seconds.append(timed(lambda: self.run(batches)[0].numpy()))  # reading the sum waits for the call
         return split(batches, *seconds)

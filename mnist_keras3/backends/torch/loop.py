@@ -282,11 +282,7 @@ class Trainer:
         self.ddp = dist.is_available() and dist.is_initialized()
         self.rank, self.world = (dist.get_rank(), dist.get_world_size()) if self.ddp else (0, 1)
         self.compiled = compiles(jit_compile, self.device.type, self.ddp)
-        # BatchNorm's moving statistics: Keras assigns them under no_grad, which a trace does not
-        # record, so the replayed graph copies a value that requires grad into them, and each would
-        # become a non-leaf chaining every step's graph to the next. Detached after each traced step.
-        self.state = [] if self.compiled else [
-            v.value for v in model.non_trainable_variables if v.value.is_floating_point()]
+        self.state = [] if self.compiled else self._traced_state()
         self.steps = {}  # batch size -> traced step (a short last batch gets its own)
         self.traced = not self.compiled
         adam = CompiledKerasAdam if self.compiled else FusedKerasAdam
@@ -294,6 +290,12 @@ class Trainer:
         # One compiled program per batch shape (dynamic=False: static shapes, what CUDA graphs need).
         self._compiled_net = torch.compile(self.net, mode=COMPILE_MODE, dynamic=False) if self.compiled else None
         self._compiled_ok = False  # a whole compiled step has run: from then on an error is an error
+
+    def _traced_state(self):
+        """BatchNorm's moving statistics: Keras assigns them under no_grad, which a trace does not
+        record, so the replayed graph copies a value that requires grad into them, and each would
+        become a non-leaf chaining every step's graph to the next. Detached after each traced step."""
+        return [v.value for v in self.model.non_trainable_variables if v.value.is_floating_point()]
 
     def _fall_back(self, error):
         """Whether `error`, raised by the compiled step before any compiled step completed, is
@@ -305,7 +307,7 @@ class Trainer:
         print(f"warning: torch.compile could not compile this model's training step ({type(error).__name__}: "
               f"{brief(str(error))[:200]}); it is traced instead, as with --jit-compile off.", file=sys.stderr)
         self.compiled, self.traced, self._compiled_net = False, True, None
-        self.state = [v.value for v in self.model.non_trainable_variables if v.value.is_floating_point()]
+        self.state = self._traced_state()
         if isinstance(self.fused, CompiledKerasAdam):
             self.fused = FusedKerasAdam(self.optimizer, self.variables)
         return True
