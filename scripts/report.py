@@ -304,6 +304,7 @@ TABLES = [
     ("docs/speed.md", "torch-jit-on", "docs/benchmarks/torch-jit-compile-on-2cpu.json", speed_table),
     ("docs/speed.md", "loops-auto-h", "docs/benchmarks/loops-auto-2cpu-2026-12-04.json", speed_table),
     ("docs/speed.md", "recipe-fast-h", "docs/benchmarks/fast-recipe-3seeds-2cpu-2026-12-04.json", recipe_table),
+    ("docs/speed.md", "recipe-fast-bf16", "docs/benchmarks/fast-recipe-bf16-3seeds-2cpu.json", recipe_table),
     ("docs/speed.md", "tta-g", "docs/benchmarks/loops-auto-tta-2cpu-2026-11-30g.json", tta_table),
     ("docs/speed.md", "profile-e", "docs/benchmarks/profile-2cpu-e.json", profile_table),
     ("docs/speed.md", "profile-fast", "docs/benchmarks/profile-fast-2cpu.json", profile_table),

@@ -176,11 +176,14 @@ def test_an_unknown_recipe_key_is_the_one_line_config_error_before_any_job(tmp_p
 
 @pytest.mark.e2e
 def test_recipe_benchmark_runs_end_to_end(mnist_dir, tmp_path, device):
+    """A smoke run of every role, with --precision mixed-bf16 (how issue 26's bf16 rows are measured):
+    the Keras jobs train under Keras's mixed_bfloat16 policy, the plain PyTorch reference in float32."""
     out_json = tmp_path / "r.json"
     env = {**os.environ, "MNIST_KERAS3_DATA": str(mnist_dir)}
     out = subprocess.run(
         [sys.executable, "-m", "mnist_keras3.bench", "--recipe", str(REPO / "configs" / "fast.toml"), "--seeds", "1",
-         "--max-steps-per-epoch", "3", "--max-test-samples", "500", "--backends", BACKEND, "--json", out_json],
+         "--max-steps-per-epoch", "3", "--max-test-samples", "500", "--backends", BACKEND, "--precision", "mixed-bf16",
+         "--json", out_json],
         capture_output=True, text=True, timeout=900, env=env, cwd=REPO)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
     result = json.loads(out_json.read_text())
@@ -198,6 +201,9 @@ def test_recipe_benchmark_runs_end_to_end(mnist_dir, tmp_path, device):
         assert r["device"] == device, r  # the reference too: it runs where the backend runs
         assert 0 <= r["compile_seconds"] <= r["epoch_seconds"][0], r
     assert "| compile + warm-up (s) |" in result["markdown"]
+    assert "precision mixed-bf16" in result["markdown"] and result["settings"]["precision"] == "mixed-bf16"
+    assert {r["role"]: r.get("dtype_policy") for r in result["runs"]} == {
+        "recipe": "mixed_bfloat16", "peer": "mixed_bfloat16", **({"reference": None} if torch_here else {})}
     assert {len(r["test_accuracy"]) for r in recipe_runs} == {2}  # all the recipe's epochs, no stop at a target
     assert {r["train_samples"] for r in result["runs"] if r["role"] == "peer"} == {54_000}  # the end held out
     assert result["recipe"]["config"]["model"] == "fast" and result["peer"]["config"]["model"] == "kerasio-convnet"

@@ -44,7 +44,7 @@ import sys
 import time
 
 from .. import backends, runs
-from ..config import LOOPS
+from ..config import LOOPS, PRECISIONS
 from ..errors import UsageError
 from . import tables
 
@@ -70,6 +70,8 @@ def parse_args(argv=None):
                    "included; 0 for each framework's default (default: 1, and 0 with --recipe, as train uses)")
     p.add_argument("--jit-compile", choices=("auto", "on", "off"), help="every Keras job's jit_compile setting "
                    "(train's --jit-compile; default: train's default, or the recipe's)")
+    p.add_argument("--precision", choices=tuple(PRECISIONS), help="every Keras job's dtype policy (train's "
+                   "--precision; default: train's default, or the recipe's); the plain PyTorch reference stays float32")
     p.add_argument("--target", type=float, default=0.97,
                    help="test accuracy for time-to-accuracy (default: %(default)s)")
     p.add_argument("--tta-batch-size", type=int, default=32,
@@ -137,7 +139,7 @@ def plan(args):
 def run_job(job, args):
     """One job in a fresh interpreter; returns its result dict (or the error it printed)."""
     spec = {"epochs": args.epochs, "max_samples": args.max_samples, "threads": args.threads,
-            "jit_compile": args.jit_compile,
+            "jit_compile": args.jit_compile, "precision": args.precision,
             "data_dir": args.data_dir, "target": args.target, "max_epochs": args.tta_max_epochs, **job}
     package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # from a checkout
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "KERAS_BACKEND": job["backend"],
@@ -201,10 +203,16 @@ def _devices(results):
     return ", ".join(sorted({r["device"] for r in results if r.get("device")})) or None
 
 
+def _policy(args):
+    """The heading's note on --precision and --jit-compile, where given (the reference is float32, eager)."""
+    given = [f"{k} {v}" for k, v in (("precision", args.precision), ("jit_compile", args.jit_compile)) if v]
+    return f" | Keras jobs' {', '.join(given)}" if given else ""
+
+
 def markdown(rows, tta, info, args):
     out = [f"Device: {info['device']} | CPU: {info['cpu']}, {info['cores']} cores | threads per job: "
            f"{args.threads or 'framework default'} | {args.epochs} timed epochs x {args.rounds} rounds, "
-           f"<= {args.max_samples or 'all'} samples each | load average {info['load_average_start']} -> "
+           f"<= {args.max_samples or 'all'} samples each{_policy(args)} | load average {info['load_average_start']} -> "
            f"{info['load_average_end']}", ""]
     out += tables.speed_table({"summary": rows})
     out += ["", "Warm-up epoch: the untimed first epoch's seconds (tracing, compiling), median over rounds."]
@@ -303,9 +311,11 @@ def recipe_markdown(rows, recipe_file, cfg, peer_file, info, args):
     schedule = cfg["lr_schedule"] + (f" (warm-up {cfg['warmup_fraction']:g})" if cfg["lr_schedule"] == "onecycle"
                                      else "")
     marks = " and ".join(f"{m:.1%}" for m in MARKS)
+    precision = args.precision or cfg.get("precision", "float32")  # --precision, else the recipe's
     out = [f"Recipe {recipe_file}: model {cfg['model']}, batch {cfg['batch_size']}, {cfg['optimizer']} lr "
            f"{cfg['lr']:g} betas ({cfg['beta_1']:g}, {cfg['beta_2']:g}), {schedule} schedule, label smoothing "
-           f"{cfg['label_smoothing']:g}, {cfg['epochs']} epochs; peer: {peer_file or 'none'}; seeds 1-{args.seeds}.",
+           f"{cfg['label_smoothing']:g}, {cfg['epochs']} epochs, precision {precision}; peer: {peer_file or 'none'}; "
+           f"seeds 1-{args.seeds}.",
            f"Training seconds (compiling included, evaluation excluded) until the test accuracy after an epoch "
            f"first reaches {marks}: the median over seeds, a seed that never reached it counting as slower than "
            f"any that did; compile + warm-up: the first epoch's seconds beyond its steps at the steady rate "
@@ -391,7 +401,7 @@ def run_profiles(args, jobs, info):
     info["device"] = _devices(rows) or "unknown"
     out = [f"Model {args.model} | Device: {info['device']} | CPU: {info['cpu']}, {info['cores']} cores | "
            f"threads per job: {args.threads or 'framework default'} | "
-           f"median of {args.rounds} groups of {args.profile_steps} steps | load average "
+           f"median of {args.rounds} groups of {args.profile_steps} steps{_policy(args)} | load average "
            f"{info['load_average_start']} -> {info['load_average_end']}", ""]
     for r in rows:
         if "error" not in r:

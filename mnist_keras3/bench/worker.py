@@ -74,9 +74,10 @@ def _speed_or_tta(spec, seconds, cpu_seconds, samples, accuracies):
 
 # ---------------------------------------------------------------- Keras under any backend
 
-def _jit(spec):
-    """The job's jit_compile setting where --jit-compile gave one (else train's default or the recipe's)."""
-    return {"jit_compile": spec["jit_compile"]} if spec.get("jit_compile") else {}
+def _overrides(spec):
+    """The job's jit_compile and precision where --jit-compile and --precision gave them (else train's
+    defaults or the recipe's)."""
+    return {k: spec[k] for k in ("jit_compile", "precision") if spec.get(k)}
 
 
 def _keras(spec, train, test):
@@ -91,7 +92,7 @@ def _keras(spec, train, test):
         return _keras_profile(spec, train)
     epochs, steps = _epochs_and_steps(spec, len(train[0]))
     cfg = TrainConfig(backend=spec["backend"], epochs=epochs, batch_size=spec["batch_size"], loop=spec["loop"],
-                      max_steps_per_epoch=steps, threads=spec["threads"], **_jit(spec)).validate()
+                      max_steps_per_epoch=steps, threads=spec["threads"], **_overrides(spec)).validate()
     model = build_compiled(cfg, steps_per_epoch=steps)
     timer, accuracies = EpochTimer(), []
 
@@ -105,7 +106,7 @@ def _keras(spec, train, test):
     callbacks = [Reseed(cfg.seed), device_wait(keras), timer] + ([StopAtTarget()] if tta else [])
     fit_model(model, cfg, train, test if tta else None, callbacks)
     info = backends.describe(spec["backend"])
-    return {"device": info["device"], "versions": info,
+    return {"device": info["device"], "versions": info, "dtype_policy": model.dtype_policy.name,
             **_speed_or_tta(spec, timer.train_seconds, timer.cpu_seconds,
                             steps_samples(steps, cfg.batch_size, len(train[0])), accuracies)}
 
@@ -118,14 +119,15 @@ def _keras_profile(spec, train):
     from ..training import build_compiled, training_view
 
     cfg = TrainConfig(backend=spec["backend"], model=spec.get("model", "tutorial"), batch_size=spec["batch_size"],
-                      threads=spec["threads"], **_jit(spec)).validate()
+                      threads=spec["threads"], **_overrides(spec)).validate()
     view = training_view(build_compiled(cfg), cfg)
     trainer = backends.active().loop.Trainer(view, *train, jit_compile=cfg.jit_compile)
     batches = _profile_batches(spec, len(train[0]))
     trainer.run(batches[0])
     profiles = [trainer.profile(b) for b in batches[1:]]
     info = backends.describe(spec["backend"])
-    return {"device": info["device"], "versions": info, **_median_phases(profiles)}
+    return {"device": info["device"], "versions": info, "dtype_policy": view.dtype_policy.name,
+            **_median_phases(profiles)}
 
 
 def _profile_batches(spec, n):
@@ -154,7 +156,7 @@ def _keras_recipe(spec, keras, train, test):
     from ..optimizers import steps_per_epoch
     from ..training import build_compiled, fit_model
 
-    cfg = TrainConfig(**{**spec["recipe"], "backend": spec["backend"], "threads": spec["threads"], **_jit(spec),
+    cfg = TrainConfig(**{**spec["recipe"], "backend": spec["backend"], "threads": spec["threads"], **_overrides(spec),
                          "seed": spec["seed"], "max_steps_per_epoch": spec.get("max_steps_per_epoch", 0)}).validate()
     train, _ = data.split_validation(*train, cfg.validation_split)  # the held-out end is not trained on
     ran, why = loop.choose(cfg, backends.active().loop)
@@ -170,7 +172,7 @@ def _keras_recipe(spec, keras, train, test):
     fit_model(model, cfg, train, test, [Reseed(cfg.seed), device_wait(keras), timer, first, TestAccuracy()])
     info = backends.describe(spec["backend"])
     warmup = compile_estimate(timer.train_seconds, steps, first.seconds, first.steps)
-    return {"device": info["device"], "versions": info, "seed": cfg.seed,
+    return {"device": info["device"], "versions": info, "seed": cfg.seed, "dtype_policy": model.dtype_policy.name,
             "loop": ran, "loop_requested": cfg.loop, "loop_fallback_reason": why,
             "trainable_parameters": parameter_counts(model)["trainable"], "train_samples": len(train[0]),
             **recipe_figures(timer.train_seconds, accuracies, spec["marks"], timer.cpu_seconds, warmup)}
