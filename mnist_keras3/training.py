@@ -66,11 +66,13 @@ def training_view(model, cfg):
 CHOOSE = "choose"  # fit_model's native=: choose the loop here, as a run would
 
 
-def fit_model(model, cfg, train_data, val_data, callbacks, initial_epoch=0, verbose=0, view=None, native=CHOOSE):
+def fit_model(model, cfg, train_data, val_data, callbacks, initial_epoch=0, verbose=0, view=None, native=CHOOSE,
+              record=None):
     """Train `model` through its training_view for cfg.epochs with these callbacks: with the native
     loop `native` (a backend's loop module, as the run chose it once: backends.loop.choose), or with
     model.fit where it is None; by default chosen here (the benchmark, tests). Returns the steps per
-    epoch. The benchmark times this same function."""
+    epoch. The benchmark times this same function. `record` (a dict) gets "step": how the native
+    loop ran its step (backends/loop.py's fit), or Keras's fit."""
     from .backends import loop
     from .optimizers import steps_per_epoch
 
@@ -81,8 +83,10 @@ def fit_model(model, cfg, train_data, val_data, callbacks, initial_epoch=0, verb
     view = view or training_view(model, cfg)
     if native is not None:
         loop.fit(native, view, train_data, val_data, cfg, callbacks, initial_epoch=initial_epoch,
-                 steps_per_epoch=steps, verbose=verbose)
+                 steps_per_epoch=steps, verbose=verbose, record=record)
         return steps
+    if record is not None:
+        record["step"] = f"Keras's fit (jit_compile={view.jit_compile})"
     view.fit(
         *train_data,
         batch_size=cfg.batch_size,
@@ -125,10 +129,11 @@ def early_stopping(cfg, history=None):
 
 
 def train(model, cfg, train_data, val_data, run_dir, initial_epoch=0, history=None, view=None, record=None,
-          state=None, native=CHOOSE):
+          state=None, native=CHOOSE, loop_record=None):
     """fit_model with the run's callbacks; returns (checkpoint, stopper, per-epoch seconds, steps,
     early stopper or None). The callbacks see the training view; the checkpoint saves `model`, and
-    checkpoint.json `state` beside the epoch and the history."""
+    checkpoint.json `state` beside the epoch and the history; `loop_record` (metrics.json's "loop")
+    gets how the step ran."""
     import keras
 
     from .callbacks import Checkpoint, EpochTimer, Reseed, StopOnSignal, tensorboard
@@ -145,7 +150,7 @@ def train(model, cfg, train_data, val_data, run_dir, initial_epoch=0, history=No
             callbacks.append(early)
         # Progress bar on a terminal, one line per epoch in logs and CI.
         steps = fit_model(model, cfg, train_data, val_data, callbacks, initial_epoch,
-                          verbose=1 if sys.stdout.isatty() else 2, view=view, native=native)
+                          verbose=1 if sys.stdout.isatty() else 2, view=view, native=native, record=loop_record)
     return checkpoint, stopper, timer.train_seconds, steps, early
 
 
@@ -411,7 +416,7 @@ def _run(cfg, source, resume, parallel, scratch, made, backend, choice):
         checkpoint, stopper, seconds, steps, early = train(model, work, train_data, val_data, run_dir,
                                                            initial_epoch, history, view, dataset_record(ds, cfg),
                                                            world_state(parallel),
-                                                           backend.loop if ran == "native" else None)
+                                                           backend.loop if ran == "native" else None, info["loop"])
     except KeyboardInterrupt:  # a second Ctrl-C: stopped at once, mid-batch
         stopper = None
     check_interrupted(run_dir, stopper)

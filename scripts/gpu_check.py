@@ -11,7 +11,8 @@ under torch); the same command with CUDA_VISIBLE_DEVICES="" (it must train on th
 one more than there are (a one-line error, exit 2). Then evaluate, predict and export --format onnx
 on the first backend's tutorial model. Each job is the real CLI in a subprocess, as a user runs it.
 Row: backend, job, device, loop that ran, samples/s (of the one epoch: compiling included),
-test accuracy, pass/fail with the reason.
+test accuracy, pass/fail with the reason, and how the native loop ran its step (metrics.json's
+loop.step: torch.compile with CUDA graphs, say).
 """
 
 import argparse
@@ -81,12 +82,15 @@ def last_error(done):
     return lines[-1] if lines else ((done.stderr or done.stdout).strip().splitlines() or ["(no output)"])[-1]
 
 
-FALLBACKS = ("warning: torch.compile could not compile", "warning: torch.jit.trace could not follow")
+# The torch loop's one-line warnings when its step is not in the form a GPU should run (tests/test_bench.py
+# checks them against backends/torch/loop.py): compiled -> traced, traced -> eager, CUDA graphs skipped.
+FALLBACKS = ("warning: torch.compile could not compile", "warning: torch.jit.trace could not follow",
+             "warning: torch.compile ran this model's training step without CUDA graphs")
 
 
 def step_fallback(stderr):
-    """The warning a run printed when its torch step fell back (compiled -> traced, traced -> eager),
-    or None: training carried on, but not in the form this machine should take."""
+    """The warning a run printed when its torch step fell back (compiled -> traced, traced -> eager,
+    CUDA graphs skipped), or None: training carried on, but not in the form this machine should take."""
     return next((line for line in (stderr or "").splitlines() if line.startswith(FALLBACKS)), None)
 
 
@@ -110,7 +114,8 @@ def check_training(backend, job, cmd, env, expect, args, gpus, work):
     if len(runs) != 1:
         return {**row, "result": "fail", "why": f"expected one run folder, found {len(runs)}"}
     m = json.loads((runs[0] / "metrics.json").read_text())
-    row.update(device=m["device"], loop=m["loop"]["ran"], samples_per_second=m["train_samples_per_second"],
+    row.update(device=m["device"], loop=m["loop"]["ran"], step=m["loop"].get("step"),
+               samples_per_second=m["train_samples_per_second"],
                accuracy=m["test"]["accuracy"], run_dir=str(runs[0]), world_size=m["distribution"].get("world_size"))
     why = None
     if job == "cpu-only" and m["device"] != "CPU":
@@ -189,7 +194,8 @@ def main(argv=None):
             rows.append(row)
             print(f"{row['backend']:<11} {row['job']:<17} {str(row['device'] or '-')[:24]:<24} "
                   f"{row['loop'] or '-':<7} {row['samples_per_second'] or 0:>10,.0f} "
-                  f"{row['accuracy'] or 0:>7.4f}  {row['result'].upper()}" + (f": {row['why']}" if row['why'] else ""),
+                  f"{row['accuracy'] or 0:>7.4f}  " + (f"[{row['step']}]  " if row.get("step") else "")
+                  + row["result"].upper() + (f": {row['why']}" if row["why"] else ""),
                   flush=True)
     if tools:
         model = next((r["run_dir"] for r in rows if r.get("run_dir") and r["job"].startswith("tutorial")), None)

@@ -231,6 +231,39 @@ def serve_load_span(mix):
     return _named(render, f"serve_load_{mix}_span")
 
 
+def _serve_runs(datas, mix, clients=16):
+    """scripts/loadtest.py --json files: their runs of one `mix` at `clients`, by backend in the files' order."""
+    by = {}
+    for data in _listed(datas):
+        for r in data["runs"]:
+            if r["mix"] == {mix: 1} and r["clients"] == clients:
+                by.setdefault(r["backend"], []).append(r)
+    return by
+
+
+def serve_by_backend(mix, what):
+    """Each backend's requests/s or p99 (ms) of its 16-client `mix` runs: one value, or lowest-highest
+    over several runs (the repeats' files)."""
+    fmt, unit = {"requests_per_s": (lambda v: f"{v:,.0f}", ""), "p99": (lambda v: f"{v:.1f}", " ms")}[what]
+
+    def render(datas):
+        pick = (lambda r: r["latency_ms"]["p99"]) if what == "p99" else (lambda r: r[what])
+        return ", ".join(f"{b} {_span([pick(r) for r in runs], fmt)}" for b, runs in
+                         _serve_runs(datas, mix).items()) + unit
+    return _named(render, f"serve_{mix}_{what}_by_backend")
+
+
+def serve_wrong(datas):
+    """Wrong answers over every run of the files."""
+    return f"{sum(r['wrong'] for d in _listed(datas) for r in d['runs']):,}"
+
+
+def serve_one_client_ms(data):
+    """The one-client JSON run's median latency."""
+    (run,) = _serve_runs(data, "json", clients=1).get("jax", [])
+    return f"{run['latency_ms']['p50']} ms"
+
+
 def soak_requests(data):
     return f"{max(r['requests'] for r in data['runs'] if 'soak' in r['label']):,}"
 
@@ -347,6 +380,16 @@ FIGURES = [
     ("README.md", "serve-json", B + "serve-load-2cpu.json", serve_load_span("json")),
     ("README.md", "serve-png", B + "serve-load-2cpu.json", serve_load_span("png")),
     ("README.md", "serve-soak", B + "serve-load-2cpu.json", soak_requests),
+    ("docs/serving.md", "serve-json-rps", B + "serve-load-2cpu.json", serve_by_backend("json", "requests_per_s")),
+    ("docs/serving.md", "serve-json-p99", B + "serve-load-2cpu.json", serve_by_backend("json", "p99")),
+    ("docs/serving.md", "serve-png-rps", B + "serve-load-2cpu.json", serve_by_backend("png", "requests_per_s")),
+    ("docs/serving.md", "serve-png-p99", B + "serve-load-2cpu.json", serve_by_backend("png", "p99")),
+    ("docs/serving.md", "serve-wrong", B + "serve-load-2cpu.json", serve_wrong),
+    ("docs/serving.md", "serve-one-client", B + "serve-load-2cpu.json", serve_one_client_ms),
+    ("docs/serving.md", "serve-png-p99-six", (B + "serve-load-2cpu.json", B + "serve-png-repeats-2cpu.json"),
+     serve_by_backend("png", "p99")),
+    ("docs/serving.md", "serve-png-rps-six", (B + "serve-load-2cpu.json", B + "serve-png-repeats-2cpu.json"),
+     serve_by_backend("png", "requests_per_s")),
     ("docs/speed.md", "loops-ratio", LOOPS, speed_ratio_span),
     ("docs/speed.md", "tta-epochs-before", B + "2cpu-quiet-default-threads.json", tta_epochs),
     ("docs/speed.md", "fast-min-accuracy", FAST, min_final_accuracy),

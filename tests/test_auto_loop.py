@@ -58,7 +58,12 @@ def test_default_run_says_which_loop_ran_and_records_it(cli, mnist_dir, tmp_path
     assert first.startswith(f"backend {BACKEND}") and first.endswith("| loop native (auto)"), first
     (run,) = [p for p in tmp_path.iterdir() if p.is_dir()]
     metrics = json.loads((run / "metrics.json").read_text())
+    step = metrics["loop"].pop("step")  # how the native loop ran its step (Trainer.step_kind)
     assert metrics["loop"] == {"requested": "auto", "ran": "native", "fallback_reason": None}
+    # On the CPU "auto" traces torch's step (a GPU compiles it); jax scans its steps, XLA:CPU-tuned.
+    assert step == {"torch": "torch.jit.trace; fused kernel Adam",
+                    "jax": "jax.jit, lax.scan of several steps a call, XLA:CPU kernel rewrites; Keras's Adam",
+                    "tensorflow": "tf.function, several steps a call; fused kernel Adam"}[BACKEND], step
 
 
 @pytest.mark.e2e
@@ -71,4 +76,5 @@ def test_auto_falls_back_to_fit_for_data_parallel_and_says_why(cli, mnist_dir, t
     assert first.endswith("| loop fit (auto: the jax native loop does not run --distribute data-parallel; "
                           "Keras's fit does)")
     (run,) = [p for p in tmp_path.iterdir() if p.is_dir()]
-    assert json.loads((run / "metrics.json").read_text())["loop"]["ran"] == "fit"
+    loop = json.loads((run / "metrics.json").read_text())["loop"]
+    assert loop["ran"] == "fit" and loop["step"].startswith("Keras's fit (jit_compile="), loop

@@ -89,6 +89,7 @@ def test_benchmark_runs_end_to_end_and_writes_json(mnist_dir, tmp_path, device):
     assert 0 < rows[(BACKEND, "native")]["warmup_seconds"]  # the untimed first epoch, in the summary and table
     assert "| warm-up epoch (s) |" in result["markdown"]
     assert all(r["device"] == device for r in result["raw"] + result["time_to_accuracy"]), result["raw"]
+    assert all(r["step"] for r in result["raw"] if r["kind"] == "keras")  # how each Keras job's step ran
     assert rows[(BACKEND, "native")]["peak_rss_mb"] > 100  # a Python process with a framework and MNIST
     if "torch" in bench.backends.installed_backends():
         assert rows[("torch", "reference")]["ratio"] == 1.0 and rows[(BACKEND, "native")]["ratio"] > 0
@@ -141,6 +142,9 @@ def test_gpu_check_fails_a_run_whose_torch_step_fell_back():
             "it is traced instead, as with --jit-compile off.")
     assert gpu_check.step_fallback(f"I0000 some log\n{line}\n") == line
     assert gpu_check.step_fallback("warning: something else\n") is None and gpu_check.step_fallback(None) is None
+    loop_source = (REPO / "mnist_keras3" / "backends" / "torch" / "loop.py").read_text()
+    for warning in gpu_check.FALLBACKS:  # the lines the torch loop prints, as it prints them
+        assert f'"{warning}' in loop_source, warning
 
 
 def test_table_without_the_reference_says_so_instead_of_crashing():

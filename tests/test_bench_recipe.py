@@ -204,6 +204,7 @@ def test_recipe_benchmark_runs_end_to_end(mnist_dir, tmp_path, device):
     assert "precision mixed-bf16" in result["markdown"] and result["settings"]["precision"] == "mixed-bf16"
     assert {r["role"]: r.get("dtype_policy") for r in result["runs"]} == {
         "recipe": "mixed_bfloat16", "peer": "mixed_bfloat16", **({"reference": None} if torch_here else {})}
+    assert all(r["step"] for r in result["runs"] if r["role"] != "reference")  # how each Keras job's step ran
     assert {len(r["test_accuracy"]) for r in recipe_runs} == {2}  # all the recipe's epochs, no stop at a target
     assert {r["train_samples"] for r in result["runs"] if r["role"] == "peer"} == {54_000}  # the end held out
     assert result["recipe"]["config"]["model"] == "fast" and result["peer"]["config"]["model"] == "kerasio-convnet"

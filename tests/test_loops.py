@@ -124,6 +124,27 @@ def test_torch_compiled_step_makes_the_same_updates_as_keras_and_compiles_once(k
     assert graphs > 0
     trainer.run(np.arange(48, 64).reshape(1, 16))
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs  # replayed, not recompiled
+    assert trainer.step_kind == "torch.compile; compiled Adam"  # on the CPU: no CUDA graphs to replay
+
+
+@pytest.mark.torch
+def test_torch_says_when_the_compiled_step_runs_without_cuda_graphs(keras, small_batch, capsys):
+    """On a GPU torch.compile skips a CUDA graph silently (the reason only under TORCH_LOGS): the
+    loop watches torch's skip counter (private: this fails loudly if torch stops counting there) and
+    says so once, and step_kind (metrics.json) names it. Forced on the CPU: the trainer is told to
+    expect CUDA graphs, which torch's reduce-overhead mode skips here for real (a CPU device)."""
+    x, y = small_batch
+    _, native_model = _pair(keras)
+    trainer = backends.active().loop.Trainer(native_model, x, y, jit_compile="on")
+    trainer.graphs = True  # what a CUDA device sets
+    assert trainer.step_kind == "torch.compile, CUDA graphs; compiled Adam"
+    trainer.run(np.arange(32).reshape(2, 16))
+    err = capsys.readouterr().err
+    assert err.startswith("warning: torch.compile ran this model's training step without CUDA graphs (skipped "), err
+    assert "TORCH_LOGS=cudagraphs prints why" in err and err.count("\n") == 1
+    assert trainer.step_kind == "torch.compile, CUDA graphs skipped; compiled Adam"
+    trainer.run(np.arange(32, 48).reshape(1, 16))
+    assert not capsys.readouterr().err  # said once
 
 
 @pytest.mark.torch
@@ -155,6 +176,7 @@ def test_torch_compile_failing_on_this_machine_falls_back_to_the_traced_step(ker
     assert "warning: torch.compile could not compile this model's training step (RuntimeError: Inductor" in err
     assert "it is traced instead, as with --jit-compile off" in err
     assert not trainer.compiled and type(trainer.fused).__name__ == "FusedKerasAdam"
+    assert trainer.step_kind == "torch.jit.trace; fused kernel Adam"
     assert int(native_model.optimizer.iterations.numpy()) == 3
     for wk, wn in zip(keras_model.get_weights(), native_model.get_weights(), strict=False):
         np.testing.assert_allclose(wn, wk, atol=1e-5, rtol=1e-4)

@@ -52,12 +52,17 @@ PHASES = ("forward", "backward", "optimizer", "host")  # Trainer.profile's keys
 
 
 def fit(native, model, train_data, val_data, cfg, callbacks=(), initial_epoch=0, steps_per_epoch=None,
-        verbose=0):
+        verbose=0, record=None):
     """Train `model` with the Trainer of `native` (a backend's loop module) in the shared epoch loop;
-    returns the history dict."""
+    returns the history dict. `record` (a dict) gets "step": how the Trainer ran its step
+    (Trainer.step_kind), also when training ends in an error."""
     trainer = native.Trainer(model, *train_data, jit_compile=cfg.jit_compile)
-    return run_epochs(trainer, model, train_data, val_data, cfg, callbacks, initial_epoch, steps_per_epoch,
-                      verbose)
+    try:
+        return run_epochs(trainer, model, train_data, val_data, cfg, callbacks, initial_epoch, steps_per_epoch,
+                          verbose)
+    finally:
+        if record is not None:
+            record["step"] = trainer.step_kind
 
 
 def device_images(x, chunk=4096):

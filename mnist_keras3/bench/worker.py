@@ -104,9 +104,10 @@ def _keras(spec, train, test):
 
     tta = spec["mode"] == "tta"
     callbacks = [Reseed(cfg.seed), device_wait(keras), timer] + ([StopAtTarget()] if tta else [])
-    fit_model(model, cfg, train, test if tta else None, callbacks)
+    ran = {}
+    fit_model(model, cfg, train, test if tta else None, callbacks, record=ran)
     info = backends.describe(spec["backend"])
-    return {"device": info["device"], "versions": info, "dtype_policy": model.dtype_policy.name,
+    return {"device": info["device"], "versions": info, "dtype_policy": model.dtype_policy.name, "step": ran["step"],
             **_speed_or_tta(spec, timer.train_seconds, timer.cpu_seconds,
                             steps_samples(steps, cfg.batch_size, len(train[0])), accuracies)}
 
@@ -127,7 +128,7 @@ def _keras_profile(spec, train):
     profiles = [trainer.profile(b) for b in batches[1:]]
     info = backends.describe(spec["backend"])
     return {"device": info["device"], "versions": info, "dtype_policy": view.dtype_policy.name,
-            **_median_phases(profiles)}
+            "step": trainer.step_kind, **_median_phases(profiles)}
 
 
 def _profile_batches(spec, n):
@@ -169,10 +170,13 @@ def _keras_recipe(spec, keras, train, test):
             accuracies.append(float(logs["val_accuracy"]))  # validation data = the test set
 
     first = first_call_timer(keras)
-    fit_model(model, cfg, train, test, [Reseed(cfg.seed), device_wait(keras), timer, first, TestAccuracy()])
+    how = {}
+    fit_model(model, cfg, train, test, [Reseed(cfg.seed), device_wait(keras), timer, first, TestAccuracy()],
+              record=how)
     info = backends.describe(spec["backend"])
     warmup = compile_estimate(timer.train_seconds, steps, first.seconds, first.steps)
     return {"device": info["device"], "versions": info, "seed": cfg.seed, "dtype_policy": model.dtype_policy.name,
+            "step": how["step"],
             "loop": ran, "loop_requested": cfg.loop, "loop_fallback_reason": why,
             "trainable_parameters": parameter_counts(model)["trainable"], "train_samples": len(train[0]),
             **recipe_figures(timer.train_seconds, accuracies, spec["marks"], timer.cpu_seconds, warmup)}

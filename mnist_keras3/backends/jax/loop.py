@@ -97,6 +97,12 @@ class Trainer:
             program = jax.make_jaxpr(self._grad_fn)(*self.state[:2], self._images(self.x, b), self.y[b])
             self.scan = not kernels.has_primitive(program.jaxpr, "conv_general_dilated")
 
+    @property
+    def step_kind(self):
+        """How the step runs, for metrics.json and the benchmark (decided on the first call)."""
+        calls = {True: ", lax.scan of several steps a call", False: ", one step a call", None: ""}[self.scan]
+        return f"jax.jit{calls}{', XLA:CPU kernel rewrites' if self.cpu_tuned else ''}; Keras's Adam"
+
     def indices(self, array):
         """Sample indices (numpy) -> a device array, in one copy."""
         return jax.device_put(array)

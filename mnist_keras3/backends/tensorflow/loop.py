@@ -120,6 +120,12 @@ class Trainer:
 
         self._parts = program(False), program(True)
 
+    @property
+    def step_kind(self):
+        """How the step runs, for metrics.json and the benchmark."""
+        adam = "fused kernel" if self.fused is not None else "Keras's"
+        return f"tf.function{' with XLA' if self.jit_compile else ''}, several steps a call; {adam} Adam"
+
     def indices(self, array):
         """Sample indices (numpy) -> an int32 tensor (TensorFlow keeps int32 in host memory), one copy."""
         return tf.constant(array, tf.int32)

@@ -61,10 +61,28 @@ def private_api_problem():
         ("torch._C.Graph.findAllNodes", hasattr(torch._C.Graph, "findAllNodes")),
         ("torch._foreach_add_", hasattr(torch, "_foreach_add_")),
         ("torch._dynamo.mark_static_address", hasattr(torch._dynamo, "mark_static_address")),
+        ("torch._dynamo.utils.counters", _has_skip_counter()),
     ) if not ok]
     problems = [f"torch {torch.__version__} lacks {', '.join(missing)}"] if missing else []
     problems += [p for p in (keras_adam_problem(),) if p]
     return "; ".join(problems) or None
+
+
+def _has_skip_counter():
+    try:
+        from torch._dynamo.utils import counters
+    except ImportError:
+        return False
+    return isinstance(counters["inductor"]["cudagraph_skips"], int)
+
+
+def cudagraph_skips():
+    """How many times torch.compile has run a compiled program without its CUDA graph in this process
+    (a private counter that torch._inductor.cudagraph_utils bumps; the reason is logged only under
+    TORCH_LOGS=cudagraphs). tests/test_loops.py fails loudly if torch stops bumping it."""
+    from torch._dynamo.utils import counters
+
+    return counters["inductor"]["cudagraph_skips"]
 
 
 def unsupported_settings(cfg):
@@ -290,6 +308,32 @@ class Trainer:
         # One compiled program per batch shape (dynamic=False: static shapes, what CUDA graphs need).
         self._compiled_net = torch.compile(self.net, mode=COMPILE_MODE, dynamic=False) if self.compiled else None
         self._compiled_ok = False  # a whole compiled step has run: from then on an error is an error
+        # Whether the compiled step should replay as CUDA graphs (reduce-overhead on a CUDA device):
+        # torch skips them silently where a program cannot be captured, the step then launching
+        # every kernel from the host, so run() watches the skip counter (a CPU test forces this on).
+        self.graphs = self.compiled and self.device.type == "cuda"
+        self.graphs_skipped = 0
+        self._skips = cudagraph_skips() if self.compiled else 0
+
+    @property
+    def step_kind(self):
+        """How the step runs, for metrics.json and the benchmark: after a fallback, what it fell to."""
+        if self.compiled:
+            how = "torch.compile" + (", CUDA graphs" if self.graphs else
+                                     ", CUDA graphs skipped" if self.graphs_skipped else "")
+        else:
+            how = "torch.jit.trace" if self.traced else "eager"
+        adam = {CompiledKerasAdam: "compiled", FusedKerasAdam: "fused kernel"}.get(type(self.fused), "Keras's")
+        return f"{how}; {adam} Adam"
+
+    def _check_graphs(self):
+        """A one-line warning the first time torch skipped a CUDA graph of this step."""
+        skipped = cudagraph_skips() - self._skips
+        if skipped > 0:
+            self.graphs, self.graphs_skipped = False, skipped
+            print(f"warning: torch.compile ran this model's training step without CUDA graphs (skipped {skipped} "
+                  f"time(s); TORCH_LOGS=cudagraphs prints why): every kernel is launched from the host, the "
+                  f"slow path on a GPU.", file=sys.stderr)
 
     def _traced_state(self):
         """BatchNorm's moving statistics: Keras assigns them under no_grad, which a trace does not
@@ -306,7 +350,7 @@ class Trainer:
             return False
         print(f"warning: torch.compile could not compile this model's training step ({type(error).__name__}: "
               f"{brief(str(error))[:200]}); it is traced instead, as with --jit-compile off.", file=sys.stderr)
-        self.compiled, self.traced, self._compiled_net = False, True, None
+        self.compiled, self.traced, self._compiled_net, self.graphs = False, True, None, False
         self.state = self._traced_state()
         if isinstance(self.fused, CompiledKerasAdam):
             self.fused = FusedKerasAdam(self.optimizer, self.variables)
@@ -389,6 +433,8 @@ class Trainer:
                     self.optimizer.apply([p.grad for p in params], self.variables)
                 self._compiled_ok = self.compiled
                 clock.mark("optimizer")
+        if self.graphs:
+            self._check_graphs()
         if self.ddp:  # the global batch's figures, as one process would have them
             totals = torch.stack([loss_sum, hits.to(loss_sum.dtype)])
             torch.distributed.all_reduce(totals)
