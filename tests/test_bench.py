@@ -147,6 +147,23 @@ def test_gpu_check_fails_a_run_whose_torch_step_fell_back():
         assert f'"{warning}' in loop_source, warning
 
 
+@pytest.mark.once  # a bash script's dry run
+def test_the_gpu_session_phases_fit_a_sessions_device_time(tmp_path):
+    """scripts/gpu_session.sh's two phases run back to back on one lent machine, whose 15 minutes of
+    device time include its start (a minute or two): their steps' time limits must leave that."""
+    import re
+
+    caps = {}
+    for phase in ("speed", "check"):
+        out = subprocess.run(["bash", str(REPO / "scripts" / "gpu_session.sh"), phase], capture_output=True,
+                             text=True, env={**os.environ, "DRY_RUN": "1", "OUT": str(tmp_path)}, timeout=60)
+        assert out.returncode == 0, out.stderr
+        caps[phase] = [int(s) for s in re.findall(r"^== \S+ \(at most (\d+) s\)", out.stdout, re.M)]
+        assert len(caps[phase]) >= 3, out.stdout
+        assert sum(caps[phase]) <= 420, (phase, caps[phase])  # one call each, with room for the set-up
+    assert sum(map(sum, caps.values())) <= 12 * 60, caps
+
+
 def test_table_without_the_reference_says_so_instead_of_crashing():
     # The jax and tensorflow tox envs have no torch, so no reference row: ratios are None.
     rows = bench.summarize([_result("jax", "native", 32, [150.0], [300.0])], [], [32])
