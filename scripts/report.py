@@ -112,7 +112,7 @@ def gpu_tables(runs):
     yet", with no figures, while there is none."""
     if not runs:
         return ["Not measured yet: no GPU benchmark file is committed (docs/benchmarks/*-gpu*.json).",
-                "The commands above write them."]
+                "The commands in docs/speed.md (its GPU section) write them."]
     out = []
     for data in runs:
         machine, kind = data.get("machine", {}), data.get("benchmark")
@@ -182,6 +182,14 @@ def seconds_to_mark_span(mark):
     def render(data):
         return _span([r["seconds"][mark] for r in _rows(data, "recipe")], lambda v: f"{v:.1f}", " s")
     return _named(render, f"seconds_to_{mark}_span")
+
+
+def reference_seconds(mark):
+    """The plain PyTorch reference's median seconds to test accuracy `mark` in a recipe benchmark."""
+    def render(data):
+        (row,) = _rows(data, "reference")
+        return f"{row['seconds'][mark]:.1f} s"
+    return _named(render, f"reference_seconds_to_{mark}")
 
 
 def peer_speedup_span(data):
@@ -356,6 +364,7 @@ TABLES = [
     ("docs/serving.md", "serve-png-repeats", "docs/benchmarks/serve-png-repeats-2cpu.json", serve_load_table),
     # A pattern: every file it matches (none is fine: the renderer gets an empty list).
     ("docs/speed.md", "gpu", "docs/benchmarks/*-gpu*.json", gpu_tables),
+    ("README.md", "gpu", "docs/benchmarks/*-gpu*.json", gpu_tables),
 ]
 
 TUTORIAL, FAST, STRONG = (B + "tutorial-recipe-2cpu.json", B + "fast-recipe-3seeds-2cpu.json",
@@ -376,6 +385,9 @@ FIGURES = [
     ("README.md", "fast-vs-kerasio", FAST, peer_speedup_span),
     ("README.md", "strong-seconds-99.5", STRONG, seconds_to_mark_span("0.995")),
     ("README.md", "loops-ratio", LOOPS, speed_ratio_span),
+    ("README.md", "loops-ratio-now", B + "loops-auto-2cpu-2026-12-04.json", speed_ratio_span),
+    ("README.md", "fast-seconds-99-now", B + "fast-recipe-3seeds-2cpu-2026-12-04.json", seconds_to_mark_span("0.99")),
+    ("README.md", "fast-reference-99-now", B + "fast-recipe-3seeds-2cpu-2026-12-04.json", reference_seconds("0.99")),
     ("README.md", "distributed-gap", B + "distributed-2cpu.json", distributed_max_gap),
     ("README.md", "serve-json", B + "serve-load-2cpu.json", serve_load_span("json")),
     ("README.md", "serve-png", B + "serve-load-2cpu.json", serve_load_span("png")),
