@@ -429,6 +429,8 @@ FIGURES = [
     ("docs/speed.md", "tf-steps-per-call", B + "2cpu-quiet-default-threads.json", loop_change(32, ("tensorflow",))),
     ("docs/speed.md", "tf-fused-adam-before", B + "loops-auto-2cpu-2026-11-30e.json", speed_ratios("tensorflow")),
     ("docs/speed.md", "tf-fused-adam-after", LOOPS, speed_ratios("tensorflow")),
+    *[("docs/speed.md", f"conv-bias-{when}-{i}", B + f"torch-conv-bias-{when}-{i}-2cpu.json", speed_ratios("torch"))
+      for when in ("before", "after") for i in (1, 2)],
 ]
 
 # Plots: (PNG file, JSON file, data renderer, drawer); the PNG carries the data it was drawn from.

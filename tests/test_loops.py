@@ -372,9 +372,11 @@ def test_torch_trace_simplified_computes_the_same_loss_and_gradients(keras, name
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         plain = torch.jit.trace(net, (x, y), check_trace=False)
         simple = torch.jit.trace(net, (x, y), check_trace=False)
-    copies, casts = simplify_trace(simple.graph)
-    assert copies > 0 and casts > 0, (copies, casts)
+    copies, casts, biases = simplify_trace(simple.graph)
+    assert copies > 0 and casts > 0 and biases == 2, (copies, casts, biases)  # both Conv2D layers' bias
     assert not simple.graph.findAllNodes("aten::contiguous") and not simple.graph.findAllNodes("prim::CallMethod")
+    assert all(conv.inputsAt(2).node().kind() != "prim::Constant" for conv in simple.graph.findAllNodes(
+        "aten::_convolution"))  # each convolution adds its own bias
     state = [v.value.detach().clone() for v in model.non_trainable_variables]
     results = []
     for fn in (plain, simple):
@@ -385,8 +387,11 @@ def test_torch_trace_simplified_computes_the_same_loss_and_gradients(keras, name
         loss, hits = fn(x, y)
         results.append((loss.detach(), hits, torch.autograd.grad(loss, params)))
     (l0, h0, g0), (l1, h1, g1) = results
-    # Bit for bit on the CPU; a GPU may pick other convolution algorithms for the two graphs.
+    # To float32 rounding: the convolutions add their bias in their own kernels (and a GPU may pick
+    # other algorithms for the two graphs). A bias before BatchNorm has a gradient of rounding noise
+    # alone (BatchNorm removes any shift), hence the absolute tolerance, far below a real gradient's.
     assert torch.equal(h0, h1)
     torch.testing.assert_close(l1, l0, rtol=1e-6, atol=1e-7)
     for a, b in zip(g0, g1, strict=True):
-        torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-7)
+        assert a.abs().max() > 1e-3 or name == "tutorial-bn"  # a gradient, not noise (but BN's biases)
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)

@@ -59,6 +59,7 @@ def private_api_problem():
         ("torch._C._jit_pass_inline", hasattr(torch._C, "_jit_pass_inline")),
         ("torch._C.parse_schema", hasattr(torch._C, "parse_schema")),
         ("torch._C.Graph.findAllNodes", hasattr(torch._C.Graph, "findAllNodes")),
+        ("torch._C.Node.moveBefore", hasattr(torch._C.Node, "moveBefore")),
         ("torch._foreach_add_", hasattr(torch, "_foreach_add_")),
         ("torch._dynamo.mark_static_address", hasattr(torch._dynamo, "mark_static_address")),
         ("torch._dynamo.utils.counters", _has_skip_counter()),
@@ -127,9 +128,70 @@ class _LossAndHits(torch.nn.Module):
 def simplify_trace(graph):
     """Inline a traced step's calls into submodules (torch traces the Keras model's forward as a
     method call of its own, whose graph the passes below would not see), then drop its layout copies
-    and no-op casts; -> (copies, casts) removed. Same values, same gradients (tests/test_loops.py)."""
+    and no-op casts and fold its convolutions' bias adds; -> (copies, casts, biases) removed. Same
+    values, same gradients (tests/test_loops.py)."""
     torch._C._jit_pass_inline(graph)
-    return drop_layout_copies(graph), drop_noop_casts(graph)
+    return drop_layout_copies(graph), drop_noop_casts(graph), fold_conv_bias(graph)
+
+
+def _int_list(value):
+    """The ints of a traced list argument made of constants, else None."""
+    node = value.node()
+    if node.kind() == "prim::Constant":
+        ints = value.toIValue()
+    elif node.kind() == "prim::ListConstruct" and all(i.node().kind() == "prim::Constant" for i in node.inputs()):
+        ints = [i.toIValue() for i in node.inputs()]
+    else:
+        return None
+    return list(ints) if isinstance(ints, list | tuple) and all(isinstance(i, int) for i in ints) else None
+
+
+def _sizes(value):
+    t = value.type()
+    return t.sizes() if isinstance(t, torch._C.TensorType) else None
+
+
+def fold_conv_bias(graph):
+    """Give each convolution its bias instead of adding it afterwards; return how many.
+
+    Keras's torch Conv2D convolves without a bias, permutes the output to channels-last and adds
+    the bias reshaped to (1, 1, 1, C): on the CPU that broadcast over an inner dimension of C values
+    is an elementwise loop several times slower than an add of two same-shaped tensors, and its
+    gradient adds a reduction and a scale by add's alpha, where the convolution adds its bias and
+    computes its gradient in its own kernels. Only this exact chain is rewritten, each link used
+    once: _convolution(bias None) -> permute(0, 2, ..., 1) -> add(reshape(b, [1, ..., 1, C]), alpha 1),
+    with b one-dimensional of the convolution's C output channels.
+    """
+    folded = 0
+    for add in graph.findAllNodes("aten::add"):
+        ins = list(add.inputs())
+        if len(ins) != 3 or ins[2].node().kind() != "prim::Constant" or ins[2].toIValue() != 1:
+            continue
+        permuted, shaped = ins[:2]
+        perm, reshape = permuted.node(), shaped.node()
+        if (perm.kind() != "aten::permute" or reshape.kind() not in ("aten::reshape", "aten::view")
+                or len(permuted.uses()) != 1 or len(shaped.uses()) != 1):
+            continue
+        conv_out = perm.inputsAt(0)
+        conv = conv_out.node()
+        if conv.kind() != "aten::_convolution" or len(conv_out.uses()) != 1:
+            continue
+        old_bias, bias, weight = conv.inputsAt(2), reshape.inputsAt(0), _sizes(conv.inputsAt(1))
+        rank, dims, shape = len(weight or ()), _int_list(perm.inputsAt(1)), _int_list(reshape.inputsAt(1))
+        if (old_bias.node().kind() != "prim::Constant" or old_bias.toIValue() is not None or not weight
+                or dims != [0, *range(2, rank), 1] or shape != [1] * (rank - 1) + [weight[0]]
+                or _sizes(bias) != [weight[0]]):
+            continue
+        if not bias.node().isBefore(conv):  # the convolution must come after its new input
+            if any(not i.node().isBefore(conv) for i in bias.node().inputs()):
+                continue
+            bias.node().moveBefore(conv)
+        conv.replaceInput(2, bias)
+        add.output().replaceAllUsesWith(permuted)
+        add.destroy()
+        folded += 1
+    torch._C._jit_pass_dce(graph)
+    return folded
 
 
 def drop_noop_casts(graph):
