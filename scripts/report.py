@@ -431,6 +431,8 @@ FIGURES = [
     ("docs/speed.md", "tf-fused-adam-after", LOOPS, speed_ratios("tensorflow")),
     *[("docs/speed.md", f"conv-bias-{when}-{i}", B + f"torch-conv-bias-{when}-{i}-2cpu.json", speed_ratios("torch"))
       for when in ("before", "after") for i in (1, 2)],
+    *[("docs/speed.md", f"pool-relu-{when}-{i}", B + f"torch-pool-relu-{when}-{i}-2cpu.json", speed_ratios("torch"))
+      for when in ("before", "after") for i in (1, 2)],
 ]
 
 # Plots: (PNG file, JSON file, data renderer, drawer); the PNG carries the data it was drawn from.

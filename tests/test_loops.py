@@ -372,8 +372,10 @@ def test_torch_trace_simplified_computes_the_same_loss_and_gradients(keras, name
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         plain = torch.jit.trace(net, (x, y), check_trace=False)
         simple = torch.jit.trace(net, (x, y), check_trace=False)
-    copies, casts, biases = simplify_trace(simple.graph)
-    assert copies > 0 and casts > 0 and biases == 2, (copies, casts, biases)  # both Conv2D layers' bias
+    copies, casts, biases, pools = simplify_trace(simple.graph)
+    # Both Conv2D layers' biases, and both models' two ReLU -> max pool pairs.
+    assert copies > 0 and casts > 0 and biases == 2 and pools == 2, (copies, casts, biases, pools)
+    assert all(relu.inputsAt(0).node().kind() == "aten::max_pool2d" for relu in simple.graph.findAllNodes("aten::relu"))
     assert not simple.graph.findAllNodes("aten::contiguous") and not simple.graph.findAllNodes("prim::CallMethod")
     assert all(conv.inputsAt(2).node().kind() != "prim::Constant" for conv in simple.graph.findAllNodes(
         "aten::_convolution"))  # each convolution adds its own bias

@@ -60,6 +60,8 @@ def private_api_problem():
         ("torch._C.parse_schema", hasattr(torch._C, "parse_schema")),
         ("torch._C.Graph.findAllNodes", hasattr(torch._C.Graph, "findAllNodes")),
         ("torch._C.Node.moveBefore", hasattr(torch._C.Node, "moveBefore")),
+        ("torch._C.Node.moveAfter", hasattr(torch._C.Node, "moveAfter")),
+        ("torch._C.Value.setType", hasattr(torch._C.Value, "setType")),
         ("torch._foreach_add_", hasattr(torch, "_foreach_add_")),
         ("torch._dynamo.mark_static_address", hasattr(torch._dynamo, "mark_static_address")),
         ("torch._dynamo.utils.counters", _has_skip_counter()),
@@ -128,10 +130,10 @@ class _LossAndHits(torch.nn.Module):
 def simplify_trace(graph):
     """Inline a traced step's calls into submodules (torch traces the Keras model's forward as a
     method call of its own, whose graph the passes below would not see), then drop its layout copies
-    and no-op casts and fold its convolutions' bias adds; -> (copies, casts, biases) removed. Same
-    values, same gradients (tests/test_loops.py)."""
+    and no-op casts, fold its convolutions' bias adds and pool before ReLU; -> (copies, casts, biases,
+    pools) changed. Same values, same gradients (tests/test_loops.py)."""
     torch._C._jit_pass_inline(graph)
-    return drop_layout_copies(graph), drop_noop_casts(graph), fold_conv_bias(graph)
+    return drop_layout_copies(graph), drop_noop_casts(graph), fold_conv_bias(graph), pool_before_relu(graph)
 
 
 def _int_list(value):
@@ -192,6 +194,37 @@ def fold_conv_bias(graph):
         folded += 1
     torch._C._jit_pass_dce(graph)
     return folded
+
+
+def pool_before_relu(graph):
+    """Apply each ReLU after the max pool that follows it instead of before; return how many.
+
+    ReLU is monotonic, so it commutes with a max: pooling first gives the same values, and the same
+    gradients (ReLU's gradient at the pooled value is the one at the element the pool picked; where
+    that is <= 0 both are 0), while the ReLU and its gradient touch a quarter of the elements after
+    a 2x2 pool. Only the chain Keras's Conv2D(activation="relu") -> MaxPooling2D traces is rewritten,
+    each link used once: relu(a) -> permute -> max_pool2d(padding 0, dilation 1).
+    """
+    moved = 0
+    for pool in graph.findAllNodes("aten::max_pool2d"):
+        pooled_in = pool.inputsAt(0)
+        perm = pooled_in.node()
+        if perm.kind() != "aten::permute" or len(pooled_in.uses()) != 1:
+            continue
+        relu_out = perm.inputsAt(0)
+        relu = relu_out.node()
+        if relu.kind() != "aten::relu" or len(relu_out.uses()) != 1:
+            continue
+        padding, dilation = _int_list(pool.inputsAt(3)), _int_list(pool.inputsAt(4))
+        if padding is None or any(padding) or dilation is None or any(d != 1 for d in dilation):
+            continue
+        perm.replaceInput(0, relu.inputsAt(0))  # permute(relu(a)) -> permute(a)
+        relu.moveAfter(pool)
+        pool.output().replaceAllUsesWith(relu.output())  # the pool's users now take relu(pool)
+        relu.replaceInput(0, pool.output())
+        relu.output().setType(pool.output().type())
+        moved += 1
+    return moved
 
 
 def drop_noop_casts(graph):
