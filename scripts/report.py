@@ -233,7 +233,7 @@ def distributed_max_gap(data):
 def serve_load_span(mix):
     """scripts/loadtest.py --json: requests/s and p99 of the 16-client runs of one `mix`."""
     def render(data):
-        runs = [r for r in data["runs"] if r["mix"] == {mix: 1} and r["clients"] == 16]
+        runs = [r for rs in _serve_runs(data, mix).values() for r in rs]
         return (f"{_span([r['requests_per_s'] for r in runs], lambda v: f'{v:,.0f}')} requests/s, p99 "
                 f"{_span([r['latency_ms']['p99'] for r in runs], lambda v: f'{v:.0f}', ' ms')}")
     return _named(render, f"serve_load_{mix}_span")
@@ -268,7 +268,7 @@ def serve_wrong(datas):
 
 def serve_one_client_ms(data):
     """The one-client JSON run's median latency."""
-    (run,) = _serve_runs(data, "json", clients=1).get("jax", [])
+    (run,) = [r for rs in _serve_runs(data, "json", clients=1).values() for r in rs]
     return f"{run['latency_ms']['p50']} ms"
 
 

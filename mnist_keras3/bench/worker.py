@@ -104,10 +104,10 @@ def _keras(spec, train, test):
 
     tta = spec["mode"] == "tta"
     callbacks = [Reseed(cfg.seed), device_wait(keras), timer] + ([StopAtTarget()] if tta else [])
-    ran = {}
-    fit_model(model, cfg, train, test if tta else None, callbacks, record=ran)
+    how = {}
+    fit_model(model, cfg, train, test if tta else None, callbacks, record=how)
     info = backends.describe(spec["backend"])
-    return {"device": info["device"], "versions": info, "dtype_policy": model.dtype_policy.name, "step": ran["step"],
+    return {"device": info["device"], "versions": info, "dtype_policy": model.dtype_policy.name, "step": how["step"],
             **_speed_or_tta(spec, timer.train_seconds, timer.cpu_seconds,
                             steps_samples(steps, cfg.batch_size, len(train[0])), accuracies)}
 
